@@ -1,0 +1,1 @@
+"""Training-data attribution on playpen game-play chats."""

@@ -1,0 +1,42 @@
+# Helpers and wildcard constraints shared by every rule. Light imports only.
+import os
+
+RESULTS = "results"
+# Outputs of the offline demo's own rules; a config that names them gets them built.
+DEMO_DATA_DIR = f"{RESULTS}/demo/playpen-data"
+DEMO_MODEL_DIR = f"{RESULTS}/models/gemma-3-270m"
+
+GAMES = sorted(config["targets"])
+ROLES = sorted({role for roles in config["targets"].values() for role in roles})
+
+
+wildcard_constraints:
+    game="|".join(GAMES),
+    role="|".join(ROLES),
+
+
+def game_role_pairs():
+    return [(game, role) for game in GAMES for role in config["targets"][game]]
+
+
+def per_target(pattern):
+    """Expand a results/{game}/{role}/... pattern over the configured game x role pairs."""
+    return [pattern.format(game=game, role=role) for game, role in game_role_pairs()]
+
+
+def all_targets():
+    return per_target(f"{RESULTS}/{{game}}/{{role}}/data/train.parquet")
+
+
+def is_local_path(path):
+    """A path the workflow reads from disk (and tracks), rather than a hub id."""
+    return path in (DEMO_DATA_DIR, DEMO_MODEL_DIR) or os.path.exists(path)
+
+
+def dataset_input(wildcards):
+    path = config["dataset"]["path"]
+    return path if is_local_path(path) else []
+
+
+def log_path(name):
+    return f"{RESULTS}/logs/{{game}}/{{role}}/{name}.log"

@@ -1,0 +1,21 @@
+from playpen_attribution.data import prepare_to_files
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    ds = snakemake.params.dataset
+    prepare_to_files(
+        dataset_path=ds["path"],
+        dataset_name=ds.get("name"),
+        dataset_revision=ds.get("revision"),
+        game=snakemake.wildcards.game,
+        role=snakemake.wildcards.role,
+        drop_outcomes=ds["drop_outcomes"],
+        target_word_patterns=ds["target_word_patterns"],
+        train_path=snakemake.output.train,
+        val_path=snakemake.output.val,
+        summary_path=snakemake.output.summary,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)
