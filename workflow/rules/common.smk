@@ -40,3 +40,8 @@ def dataset_input(wildcards):
 
 def log_path(name):
     return f"{RESULTS}/logs/{{game}}/{{role}}/{name}.log"
+
+
+def model_input(wildcards):
+    path = config["model"]["name_or_path"]
+    return path if is_local_path(path) else []

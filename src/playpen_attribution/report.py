@@ -1,0 +1,172 @@
+"""Human-facing reports: top/bottom training rows, per-word influence, plots."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .errors import WorkflowInputError
+
+TOPK_COLUMNS = [
+    "bucket", "rank", "row_id", "score", "experiment", "task_id", "model", "outcome",
+    "target_word", "n_turns", "prompt", "completion",
+]
+
+
+def join_scores(scores: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """Scores with their training rows' metadata; every scored row must be a known row."""
+    merged = scores.merge(train, on="row_id", how="left", validate="one_to_one", indicator=True)
+    unknown = merged.loc[merged["_merge"] != "both", "row_id"].tolist()
+    if unknown:
+        raise WorkflowInputError(f"scores name row_ids absent from the training data: {unknown[:5]}")
+    return merged.drop(columns="_merge")
+
+
+def top_bottom(scored: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The k highest and k lowest scoring rows (fewer if there are fewer than 2k rows)."""
+    k = min(k, len(scored) // 2) or min(k, len(scored))
+    ordered = scored.sort_values(["score", "row_id"], ascending=[False, True], kind="stable")
+    top = ordered.head(k).assign(bucket="top", rank=range(1, k + 1))
+    bottom = (
+        ordered.iloc[::-1].head(k).assign(bucket="bottom", rank=range(1, k + 1))
+        if len(ordered) > k
+        else ordered.iloc[0:0].assign(bucket="bottom", rank=[])
+    )
+    out = pd.concat([top, bottom], ignore_index=True)
+    out["rank"] = out["rank"].astype("int64")
+    return out[TOPK_COLUMNS]
+
+
+def word_influence(scored: pd.DataFrame, val: pd.DataFrame, topk: pd.DataFrame) -> pd.DataFrame:
+    """Influence per target word, plus how often the word was won in train and val."""
+    with_word = scored.dropna(subset=["target_word"])
+    if with_word.empty:
+        raise WorkflowInputError("no training row has a target word; words.parquet needs taboo data")
+    in_top = set(topk.loc[topk["bucket"] == "top", "row_id"])
+    in_bottom = set(topk.loc[topk["bucket"] == "bottom", "row_id"])
+    grouped = with_word.assign(
+        in_top=with_word["row_id"].isin(in_top),
+        in_bottom=with_word["row_id"].isin(in_bottom),
+        success=with_word["outcome"].eq("success"),
+    ).groupby("target_word")
+    words = pd.DataFrame(
+        {
+            "count": grouped.size(),
+            "mean_score": grouped["score"].mean(),
+            "sum_score": grouped["score"].sum(),
+            "n_top": grouped["in_top"].sum().astype("int64"),
+            "n_bottom": grouped["in_bottom"].sum().astype("int64"),
+            "train_success_rate": grouped["success"].mean(),
+        }
+    )
+    val_words = val.dropna(subset=["target_word"]).assign(success=lambda d: d["outcome"].eq("success"))
+    val_stats = val_words.groupby("target_word").agg(
+        val_count=("success", "size"), val_success_rate=("success", "mean")
+    )
+    words = words.join(val_stats, how="left")
+    words["val_count"] = words["val_count"].fillna(0).astype("int64")
+    words = words.sort_values(["sum_score", "mean_score"], ascending=False).reset_index()
+    return words
+
+
+def _clip(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def topk_markdown(topk: pd.DataFrame, game: str, role: str, n_rows: int, unit_normalize: bool) -> str:
+    lines = [
+        f"# Most and least influential training rows: {game} / {role}",
+        "",
+        f"{n_rows} training rows were scored against the mean gradient of the validation set.",
+        "",
+        "**How to read a score.** A row's score is the dot product of its loss gradient "
+        + ("(unit-normalised) " if unit_normalize else "")
+        + "with the validation query. A positive score means a training step on that row "
+        "lowers the validation loss (it teaches what the validation set needs); a negative "
+        "score means it raises it (it pulls the model away). Scores rank rows within this run; "
+        "their absolute size depends on the model and normalisation.",
+        "",
+    ]
+    for bucket, title in (("top", "Most helpful (highest scores)"), ("bottom", "Most harmful (lowest scores)")):
+        part = topk[topk["bucket"] == bucket]
+        lines += [f"## {title}", "", "| rank | score | row_id | word | outcome | turns | completion |", "|---|---|---|---|---|---|---|"]
+        for r in part.itertuples():
+            word = "" if pd.isna(r.target_word) else r.target_word
+            completion = _clip(r.completion, 80).replace("|", "\\|")
+            lines.append(
+                f"| {r.rank} | {r.score:.4g} | {r.row_id} | {word} | {r.outcome} | {r.n_turns} | {completion} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def words_markdown(words: pd.DataFrame, game: str, role: str, n: int = 15) -> str:
+    lines = [
+        f"# Influence per target word: {game} / {role}",
+        "",
+        "Summed score of each word's training rows (see topk.md for how to read a score). "
+        "Words at the top drive what the model learns for the validation set; their success "
+        "rates show whether they are easy or hard for the players.",
+        "",
+        "| word | rows | sum score | mean score | in top-k | in bottom-k | train success | val success |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    def pct(x):
+        return "" if pd.isna(x) else f"{x:.0%}"
+
+    for r in words.head(n).itertuples():
+        lines.append(
+            f"| {r.target_word} | {r.count} | {r.sum_score:.4g} | {r.mean_score:.4g} | {r.n_top} | "
+            f"{r.n_bottom} | {pct(r.train_success_rate)} | {pct(r.val_success_rate)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_scores(scored: pd.DataFrame, topk: pd.DataFrame, path, title: str) -> None:
+    """Histogram of scores by outcome, with the top-k / bottom-k thresholds marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = min(40, max(10, len(scored) // 4))
+    for outcome, part in scored.groupby("outcome"):
+        ax.hist(part["score"], bins=bins, alpha=0.6, label=f"{outcome} (n={len(part)})")
+    for bucket, style in (("top", "--"), ("bottom", ":")):
+        part = topk.loc[topk["bucket"] == bucket, "score"]
+        if len(part):
+            edge = part.min() if bucket == "top" else part.max()
+            ax.axvline(edge, color="k", linestyle=style, label=f"{bucket}-k edge")
+    ax.set_xlabel("influence score")
+    ax.set_ylabel("training rows")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
+    """Bar chart of the words with the largest summed influence, coloured by success rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    shown = words.head(n).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(shown) + 1)))
+    colours = plt.cm.RdYlGn(shown["train_success_rate"].fillna(0.5).to_numpy())
+    ax.barh(shown["target_word"], shown["sum_score"], color=colours)
+    ax.axvline(0, color="k", linewidth=0.8)
+    ax.set_xlabel("summed influence score (colour: train success rate, red = hard)")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

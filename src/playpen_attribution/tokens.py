@@ -1,0 +1,179 @@
+"""One tokenization for SFT and attribution.
+
+Each row's chat is rendered once with the model's chat template. The trained positions are
+found by rendering successive message prefixes and comparing token ids (never by searching
+strings, which breaks when a chat repeats an assistant reply). The result, `input_ids` plus
+a 0/1 `completion_mask`, is written once; TRL reads (`input_ids`, `completion_mask`) and
+Bergson reads (`input_ids`, `labels`) from the same rows, where `labels` is `input_ids`
+with -100 on every untrained position.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+from .errors import WorkflowInputError
+
+log = logging.getLogger(__name__)
+
+MASK_MODES = ("completion", "assistant", "all")
+IGNORE_INDEX = -100
+TOKEN_COLUMNS = ("row_id", "input_ids", "completion_mask", "labels", "n_tokens", "n_trained")
+
+
+def render_ids(tokenizer, messages: Sequence[dict], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of `messages` under the tokenizer's chat template."""
+    out = tokenizer.apply_chat_template(
+        list(messages), tokenize=True, add_generation_prompt=add_generation_prompt
+    )
+    if hasattr(out, "keys"):  # transformers 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+
+def assistant_spans(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Render a chat; return (ids, [(start, end) of each assistant turn]).
+
+    A span starts after the template's assistant header (what `add_generation_prompt`
+    appends) and ends after the template's end-of-turn marker, which is trained so that the
+    model learns to stop. Every prefix rendering must be a token prefix of the full one.
+    """
+    ids = render_ids(tokenizer, messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render_ids(tokenizer, messages[:i], add_generation_prompt=True) if i else []
+        through = render_ids(tokenizer, messages[: i + 1])
+        if through[: len(before)] != before or ids[: len(through)] != through:
+            raise WorkflowInputError(
+                f"the chat template is not prefix-stable at message {i}: rendering a shorter "
+                "chat does not give a token prefix of the longer one, so trained positions "
+                "cannot be located exactly. Use another chat template (model.chat_template)."
+            )
+        if len(through) <= len(before):
+            raise WorkflowInputError(f"assistant message {i} renders to no tokens")
+        spans.append((len(before), len(through)))
+    return ids, spans
+
+
+def loss_mask(n_tokens: int, spans: list[tuple[int, int]], mode: str) -> list[int]:
+    if mode not in MASK_MODES:
+        raise ValueError(f"mask mode {mode!r} is not one of {MASK_MODES}")
+    if mode == "all":
+        return [1] * n_tokens
+    mask = [0] * n_tokens
+    for start, end in spans[-1:] if mode == "completion" else spans:
+        mask[start:end] = [1] * (end - start)
+    return mask
+
+
+def labels_from_mask(input_ids: Sequence[int], mask: Sequence[int]) -> list[int]:
+    return [t if m else IGNORE_INDEX for t, m in zip(input_ids, mask)]
+
+
+def tokenize_rows(
+    rows: Iterable[dict], tokenizer, mode: str, max_length: int
+) -> tuple[list[dict], dict]:
+    """Tokenize rows that have `row_id` and `messages`. Returns (token rows, summary).
+
+    Policy for long rows: a row longer than `max_length` tokens would lose trained tokens to
+    truncation (the completion is last), so it is dropped from SFT and attribution alike.
+    """
+    out, dropped = [], []
+    for row in rows:
+        ids, spans = assistant_spans(tokenizer, list(row["messages"]))
+        if not spans:
+            raise WorkflowInputError(f"row {row['row_id']} has no assistant turn")
+        if len(ids) > max_length:
+            dropped.append(row["row_id"])
+            continue
+        mask = loss_mask(len(ids), spans, mode)
+        out.append(
+            {
+                "row_id": row["row_id"],
+                "input_ids": ids,
+                "completion_mask": mask,
+                "labels": labels_from_mask(ids, mask),
+                "n_tokens": len(ids),
+                "n_trained": sum(mask),
+            }
+        )
+    lengths = [r["n_tokens"] for r in out]
+    summary = {
+        "rows_in": len(out) + len(dropped),
+        "rows_out": len(out),
+        "dropped_too_long": len(dropped),
+        "dropped_row_ids": dropped[:50],
+        "max_length": max_length,
+        "mask": mode,
+        "tokens": sum(lengths),
+        "trained_tokens": sum(r["n_trained"] for r in out),
+        "max_tokens": max(lengths, default=0),
+    }
+    return out, summary
+
+
+def save_token_dataset(token_rows: list[dict], path) -> None:
+    """Write token rows as a `datasets.save_to_disk` directory, atomically."""
+    import datasets
+
+    from .io import atomic_path
+
+    features = datasets.Features(
+        {
+            "row_id": datasets.Value("string"),
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "completion_mask": datasets.List(datasets.Value("int8")),
+            "labels": datasets.List(datasets.Value("int32")),
+            "n_tokens": datasets.Value("int32"),
+            "n_trained": datasets.Value("int32"),
+        }
+    )
+    ds = datasets.Dataset.from_list(token_rows, features=features)
+    with atomic_path(path, is_dir=True) as tmp:
+        ds.save_to_disk(str(tmp))
+
+
+def load_token_dataset(path):
+    import datasets
+
+    return datasets.load_from_disk(str(path))
+
+
+def sft_view(token_ds):
+    """What TRL trains on: ids and the 0/1 completion mask."""
+    return token_ds.select_columns(["input_ids", "completion_mask"])
+
+
+def attribution_view(token_ds):
+    """What Bergson scores: ids and labels (-100 = untrained)."""
+    return token_ds.select_columns(["input_ids", "labels"])
+
+
+def tokenize_to_files(train_parquet, val_parquet, tokenizer, mode, max_length, out_train, out_val, summary_path):
+    import pandas as pd
+
+    from .io import write_json
+
+    summary = {}
+    results = {}
+    for split, src in (("train", train_parquet), ("val", val_parquet)):
+        frame = pd.read_parquet(src, columns=["row_id", "messages"])
+        rows = [
+            {"row_id": r.row_id, "messages": [dict(m) for m in r.messages]}
+            for r in frame.itertuples()
+        ]
+        token_rows, split_summary = tokenize_rows(rows, tokenizer, mode, max_length)
+        if not token_rows:
+            raise WorkflowInputError(
+                f"split {split!r}: every row is longer than tokenize.max_length={max_length}"
+            )
+        log.info("%s: %s", split, {k: v for k, v in split_summary.items() if k != "dropped_row_ids"})
+        summary[split] = split_summary
+        results[split] = token_rows
+    save_token_dataset(results["train"], out_train)
+    save_token_dataset(results["val"], out_val)
+    write_json(summary, summary_path)
+    return summary

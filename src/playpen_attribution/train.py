@@ -1,0 +1,181 @@
+"""LoRA SFT with TRL on the pre-tokenized rows (see `tokens.py`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import WorkflowInputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: float = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class TrainSettings:
+    learning_rate: float = 2e-4
+    epochs: float = 3
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_steps: int = -1
+    max_length: int = 1024
+    seed: int = 42
+
+
+def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True):
+    """TRL's SFTConfig with precision set explicitly: TRL's defaults assume a GPU."""
+    import torch
+    from trl import SFTConfig
+
+    from .models import training_dtype
+
+    bf16 = training_dtype() == torch.bfloat16
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_ratio,  # a float < 1 is a ratio in transformers 5
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="linear",
+        max_length=settings.max_length,  # rows are already at most this long: nothing is cut
+        completion_only_loss=True,  # loss only where completion_mask == 1
+        packing=False,
+        padding_free=False,
+        bf16=bf16,
+        fp16=False,
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="epoch" if eval_each_epoch else "no",
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=1,
+        report_to="none",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        full_determinism=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def train_lora(model, tokenizer, train_tokens, val_tokens, lora: LoraSettings, settings: TrainSettings, work_dir):
+    """Fine-tune `model` with a fresh LoRA adapter; return the trainer (model + log history)."""
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    from .tokens import sft_view
+
+    too_long = max(train_tokens["n_tokens"]) > settings.max_length
+    if too_long:
+        raise WorkflowInputError("token rows exceed train max_length; re-run the tokenize rule")
+    set_seed(settings.seed)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(settings, work_dir, eval_each_epoch=val_tokens is not None),
+        train_dataset=sft_view(train_tokens),
+        eval_dataset=sft_view(val_tokens) if val_tokens is not None else None,
+        processing_class=tokenizer,
+        peft_config=lora.peft_config(),
+    )
+    if len(trainer.train_dataset) != len(train_tokens):
+        # TRL drops rows without any trained token; ours always have some, so this is a bug.
+        raise RuntimeError("TRL changed the number of training rows; SFT and attribution would diverge")
+    trainer.train()
+    return trainer
+
+
+def metrics_frame(log_history: list[dict]):
+    """Per-step training loss and per-epoch eval loss from the trainer's log history."""
+    import pandas as pd
+
+    rows = []
+    for entry in log_history:
+        if "loss" in entry:
+            rows.append({"step": entry.get("step"), "epoch": entry.get("epoch"), "split": "train", "loss": entry["loss"]})
+        if "eval_loss" in entry:
+            rows.append({"step": entry.get("step"), "epoch": entry.get("epoch"), "split": "val", "loss": entry["eval_loss"]})
+    return pd.DataFrame(rows, columns=["step", "epoch", "split", "loss"])
+
+
+def plot_loss(metrics, path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for split, style in (("train", "-"), ("val", "o-")):
+        part = metrics[metrics["split"] == split]
+        if len(part):
+            ax.plot(part["step"], part["loss"], style, label=f"{split} loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (trained tokens)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_training(
+    model_name_or_path: str,
+    revision: str | None,
+    tokenizer_dir,
+    train_tokens_dir,
+    val_tokens_dir,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    adapter_out,
+    metrics_out,
+    plot_out,
+    title: str,
+) -> None:
+    """The train_lora rule: train, then write adapter (+ tokenizer), metrics and loss curve."""
+    import tempfile
+
+    from .io import atomic_path, write_parquet
+    from .models import load_base_model, load_tokenizer, training_dtype
+    from .tokens import load_token_dataset
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    model = load_base_model(model_name_or_path, revision, dtype=training_dtype())
+    train_tokens = load_token_dataset(train_tokens_dir)
+    val_tokens = load_token_dataset(val_tokens_dir)
+    log.info("training on %d rows, evaluating on %d", len(train_tokens), len(val_tokens))
+    with tempfile.TemporaryDirectory(prefix="sft-", dir=Path(adapter_out).parent) as work:
+        trainer = train_lora(model, tokenizer, train_tokens, val_tokens, lora, settings, work)
+    metrics = metrics_frame(trainer.state.log_history)
+    with atomic_path(adapter_out, is_dir=True) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    write_parquet(metrics, metrics_out)
+    plot_loss(metrics, plot_out, title)

@@ -1,0 +1,24 @@
+from playpen_attribution.models import load_tokenizer
+from playpen_attribution.smk import run_step
+from playpen_attribution.tokens import tokenize_to_files
+
+
+def main(snakemake):
+    model = snakemake.params.model
+    tokenizer = load_tokenizer(model["name_or_path"], model.get("revision"), model.get("chat_template"))
+    settings = snakemake.params.tokenize
+    tokenize_to_files(
+        snakemake.input.train,
+        snakemake.input.val,
+        tokenizer,
+        mode=settings["mask"],
+        max_length=settings["max_length"],
+        out_train=snakemake.output.train,
+        out_val=snakemake.output.val,
+        summary_path=snakemake.output.summary,
+    )
+    # The exact tokenizer (and chat template) used: SFT and the adapter reuse it.
+    tokenizer.save_pretrained(snakemake.output.tokenizer)
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -1,0 +1,22 @@
+from playpen_attribution.smk import run_step
+from playpen_attribution.train import LoraSettings, TrainSettings, run_training
+
+
+def main(snakemake):
+    p = snakemake.params
+    run_training(
+        model_name_or_path=p.model["name_or_path"],
+        revision=p.model.get("revision"),
+        tokenizer_dir=snakemake.input.tokenizer,
+        train_tokens_dir=snakemake.input.train,
+        val_tokens_dir=snakemake.input.val,
+        lora=LoraSettings(**p.lora),
+        settings=TrainSettings(**p.train, max_length=p.max_length, seed=p.seed),
+        adapter_out=snakemake.output.adapter,
+        metrics_out=snakemake.output.metrics,
+        plot_out=snakemake.output.loss_plot,
+        title=f"LoRA SFT: {snakemake.wildcards.game} / {snakemake.wildcards.role}",
+    )
+
+
+run_step(snakemake, main)  # noqa: F821
