@@ -15,6 +15,8 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sft.smk"
+include: "workflow/rules/attribution.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

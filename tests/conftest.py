@@ -105,3 +105,37 @@ def tiny_gemma_dir(tmp_path_factory, gemma_tokenizer) -> Path:
     model.save_pretrained(out)
     gemma_tokenizer.save_pretrained(out)
     return out
+
+
+def chat(*turns):
+    roles = ["user", "assistant"]
+    return [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
+
+
+GUESSER_ROWS = [
+    chat(f"HINT: {hint}", f"GUESS: {guess}")
+    for hint, guess in [
+        ("white and cold, falls in winter", "SNOW"),
+        ("you sit on it", "CHAIR"),
+        ("a sheltered place for ships", "HARBOR"),
+        ("it burns slowly on a cake", "CANDLE"),
+        ("sea mammal with tusks", "WALRUS"),
+        ("points north", "COMPASS"),
+        ("a staple food you slice", "BREAD"),
+        ("runs to the sea", "RIVER"),
+    ]
+]
+
+
+@pytest.fixture(scope="session")
+def guesser_tokens(tmp_path_factory, gemma_tokenizer):
+    """Token rows (save_to_disk dirs) for a few guesser chats: train and val."""
+    from playpen_attribution.tokens import save_token_dataset, tokenize_rows
+
+    root = tmp_path_factory.mktemp("tokens")
+    train_rows = [{"row_id": f"train-{i}", "messages": m} for i, m in enumerate(GUESSER_ROWS)]
+    val_rows = [{"row_id": f"val-{i}", "messages": m} for i, m in enumerate(GUESSER_ROWS[:3])]
+    for name, rows in (("train", train_rows), ("val", val_rows)):
+        token_rows, _ = tokenize_rows(rows, gemma_tokenizer, "completion", 256)
+        save_token_dataset(token_rows, root / name)
+    return root / "train", root / "val"

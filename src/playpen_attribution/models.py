@@ -93,8 +93,9 @@ def prepare_demo_model(out_dir: str | Path) -> None:
         tokenizer.chat_template = trl_chat_template("gemma3")
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
     model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    for cfg in (model.config, getattr(model.config, "text_config", None)):
+        if cfg is not None and hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
     with atomic_path(out_dir, is_dir=True) as tmp_out:
         model.save_pretrained(tmp_out)
         tokenizer.save_pretrained(tmp_out)

@@ -170,3 +170,23 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def write_topk_report(scores_path, train_path, k, unit_normalize, game, role, topk_out, markdown_out, plot_out):
+    from .io import write_parquet, write_text
+
+    scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
+    topk = top_bottom(scored, k)
+    write_parquet(topk, topk_out)
+    write_text(topk_markdown(topk, game, role, len(scored), unit_normalize), markdown_out)
+    plot_scores(scored, topk, plot_out, f"Influence on validation loss: {game} / {role}")
+
+
+def write_words_report(scores_path, train_path, val_path, topk_path, game, role, words_out, markdown_out, plot_out):
+    from .io import write_parquet, write_text
+
+    scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
+    words = word_influence(scored, pd.read_parquet(val_path), pd.read_parquet(topk_path))
+    write_parquet(words, words_out)
+    write_text(words_markdown(words, game, role), markdown_out)
+    plot_words(words, plot_out, f"Most influential target words: {game} / {role}")

@@ -64,7 +64,7 @@ def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True
         warmup_steps=settings.warmup_ratio,  # a float < 1 is a ratio in transformers 5
         weight_decay=settings.weight_decay,
         lr_scheduler_type="linear",
-        max_length=settings.max_length,  # rows are already at most this long: nothing is cut
+        max_length=None,  # rows are already at most max_length (tokenize rule): never cut ids here
         completion_only_loss=True,  # loss only where completion_mask == 1
         packing=False,
         padding_free=False,

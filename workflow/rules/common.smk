@@ -6,6 +6,10 @@ RESULTS = "results"
 DEMO_DATA_DIR = f"{RESULTS}/demo/playpen-data"
 DEMO_MODEL_DIR = f"{RESULTS}/models/gemma-3-270m"
 
+# Threads for the torch-heavy jobs; Snakemake scales this down to --cores and exports it
+# as OMP_NUM_THREADS, which torch follows.
+MAX_THREADS = config["threads"]
+
 GAMES = sorted(config["targets"])
 ROLES = sorted({role for roles in config["targets"].values() for role in roles})
 
@@ -25,7 +29,10 @@ def per_target(pattern):
 
 
 def all_targets():
-    return per_target(f"{RESULTS}/{{game}}/{{role}}/data/train.parquet")
+    targets = per_target(f"{RESULTS}/{{game}}/{{role}}/topk.parquet")
+    # Per-word influence needs target words, which only taboo has.
+    targets += [t for t in per_target(f"{RESULTS}/{{game}}/{{role}}/words.parquet") if "/taboo/" in t]
+    return targets
 
 
 def is_local_path(path):

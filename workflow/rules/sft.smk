@@ -1,6 +1,7 @@
 rule prepare_demo_model:
     output:
         directory(DEMO_MODEL_DIR),
+    threads: MAX_THREADS
     log:
         f"{RESULTS}/logs/prepare_demo_model.log",
     resources:
@@ -49,6 +50,7 @@ rule train_lora:
         train=config["train"],
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
+    threads: MAX_THREADS
     log:
         log_path("train_lora"),
     resources:

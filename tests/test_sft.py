@@ -1,0 +1,112 @@
+"""LoRA SFT with TRL on the token rows, and the adapter bootstrap."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from playpen_attribution.models import bootstrap_adapter
+from playpen_attribution.tokens import load_token_dataset
+from playpen_attribution.train import LoraSettings, TrainSettings, metrics_frame, train_lora
+
+
+def masked_loss(model, tokens):
+    """Mean loss over trained tokens, computed directly (not by TRL)."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in tokens:
+            ids = torch.tensor([row["input_ids"]])
+            labels = torch.tensor([row["labels"]])
+            logits = model(input_ids=ids).logits[:, :-1]
+            target = labels[:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total += loss.item()
+            count += int((target != -100).sum())
+    return total / count
+
+
+SETTINGS = TrainSettings(learning_rate=3e-3, epochs=4, batch_size=4, warmup_ratio=0.0, max_length=256, seed=7)
+LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer, guesser_tokens):
+    from transformers import AutoModelForCausalLM
+
+    train_dir, val_dir = guesser_tokens
+    train_tokens, val_tokens = load_token_dataset(train_dir), load_token_dataset(val_dir)
+    work = tmp_path_factory.mktemp("sft")
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
+    before = masked_loss(model, train_tokens)
+    trainer = train_lora(model, gemma_tokenizer, train_tokens, val_tokens, LORA, SETTINGS, work / "run")
+    after = masked_loss(trainer.model, train_tokens)
+    adapter = work / "adapter"
+    trainer.model.save_pretrained(adapter)
+    gemma_tokenizer.save_pretrained(adapter)
+    return {"trainer": trainer, "before": before, "after": after, "adapter": adapter}
+
+
+def test_lora_training_reduces_training_loss(trained):
+    assert trained["after"] < trained["before"] - 0.5
+    metrics = metrics_frame(trained["trainer"].state.log_history)
+    assert set(metrics["split"]) == {"train", "val"}
+    assert (metrics["split"] == "val").sum() == SETTINGS.epochs  # eval after every epoch
+
+
+def test_only_lora_weights_change(trained, tiny_gemma_dir):
+    from safetensors.torch import load_file
+
+    weights = load_file(trained["adapter"] / "adapter_model.safetensors")
+    assert weights and all("lora_" in name for name in weights)
+    config = json.loads((trained["adapter"] / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == set(LORA.target_modules)
+
+
+def test_training_is_deterministic_for_a_seed(trained, tiny_gemma_dir, gemma_tokenizer, guesser_tokens, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    train_dir, val_dir = guesser_tokens
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
+    again = train_lora(
+        model, gemma_tokenizer, load_token_dataset(train_dir), load_token_dataset(val_dir),
+        LORA, SETTINGS, tmp_path / "run",
+    )
+    first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
+    second = {n: p for n, p in again.model.named_parameters() if "lora_" in n}
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_bootstrap_output_loads_offline(trained, tiny_gemma_dir, tmp_path):
+    out = tmp_path / "bootstrapped"
+    bootstrap_adapter(trained["adapter"], out, str(tiny_gemma_dir))
+    assert (out / "config.json").exists()
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert os.path.isabs(config["base_model_name_or_path"])
+    # In a fresh process, from another directory, with the hub unreachable:
+    code = (
+        "import sys; from peft import PeftConfig, AutoPeftModelForCausalLM; "
+        "from transformers import AutoTokenizer, AutoConfig; "
+        "p = sys.argv[1]; c = PeftConfig.from_pretrained(p); "
+        "m = AutoPeftModelForCausalLM.from_pretrained(p); AutoTokenizer.from_pretrained(p); "
+        "AutoConfig.from_pretrained(p); print(c.base_model_name_or_path)"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tiny_gemma_dir.resolve())
+
+
+def test_bootstrap_rejects_a_non_adapter_dir(tmp_path, tiny_gemma_dir):
+    from playpen_attribution.errors import WorkflowInputError
+
+    with pytest.raises(WorkflowInputError, match="adapter_config.json"):
+        bootstrap_adapter(tmp_path, tmp_path / "out", str(tiny_gemma_dir))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,51 @@
+rule report_topk:
+    input:
+        scores=rules.score_train.output.scores,
+        train=rules.prepare_data.output.train,
+    output:
+        topk=f"{RESULTS}/{{game}}/{{role}}/topk.parquet",
+        summary=report(
+            f"{RESULTS}/{{game}}/{{role}}/topk.md",
+            caption="../report/topk.rst",
+            category="Attribution",
+            labels={"game": "{game}", "role": "{role}", "file": "top-k rows"},
+        ),
+        plot=report(
+            f"{RESULTS}/{{game}}/{{role}}/scores.png",
+            caption="../report/scores.rst",
+            category="Attribution",
+            labels={"game": "{game}", "role": "{role}", "file": "score histogram"},
+        ),
+    params:
+        k=config["report"]["k"],
+        unit_normalize=config["attribution"]["unit_normalize"],
+    log:
+        log_path("report_topk"),
+    script:
+        "../scripts/report_topk.py"
+
+
+rule report_words:
+    input:
+        scores=rules.score_train.output.scores,
+        train=rules.prepare_data.output.train,
+        val=rules.prepare_data.output.val,
+        topk=rules.report_topk.output.topk,
+    output:
+        words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
+        summary=report(
+            f"{RESULTS}/{{game}}/{{role}}/words.md",
+            caption="../report/words.rst",
+            category="Attribution",
+            labels={"game": "{game}", "role": "{role}", "file": "words table"},
+        ),
+        plot=report(
+            f"{RESULTS}/{{game}}/{{role}}/words.png",
+            caption="../report/words.rst",
+            category="Attribution",
+            labels={"game": "{game}", "role": "{role}", "file": "words plot"},
+        ),
+    log:
+        log_path("report_words"),
+    script:
+        "../scripts/report_words.py"

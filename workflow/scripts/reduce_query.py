@@ -1,0 +1,14 @@
+from playpen_attribution.attribution import AttributionSettings, reduce_query
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    reduce_query(
+        snakemake.input.adapter,
+        snakemake.input.val,
+        snakemake.output[0],
+        AttributionSettings(**snakemake.params.attribution),
+    )
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -1,0 +1,19 @@
+from playpen_attribution.report import write_topk_report
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    write_topk_report(
+        scores_path=snakemake.input.scores,
+        train_path=snakemake.input.train,
+        k=snakemake.params.k,
+        unit_normalize=snakemake.params.unit_normalize,
+        game=snakemake.wildcards.game,
+        role=snakemake.wildcards.role,
+        topk_out=snakemake.output.topk,
+        markdown_out=snakemake.output.summary,
+        plot_out=snakemake.output.plot,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -1,0 +1,19 @@
+from playpen_attribution.report import write_words_report
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    write_words_report(
+        scores_path=snakemake.input.scores,
+        train_path=snakemake.input.train,
+        val_path=snakemake.input.val,
+        topk_path=snakemake.input.topk,
+        game=snakemake.wildcards.game,
+        role=snakemake.wildcards.role,
+        words_out=snakemake.output.words,
+        markdown_out=snakemake.output.summary,
+        plot_out=snakemake.output.plot,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821
