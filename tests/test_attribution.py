@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import GUESSER_ROWS, chat
+
 from playpen_attribution.attribution import AttributionSettings, read_scores, reduce_query, score_train
 from playpen_attribution.models import bootstrap_adapter
 from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
@@ -25,7 +25,9 @@ def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
     from playpen_attribution.train import LoraSettings
 
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gemma_dir), LoraSettings(r=4).peft_config())
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir), LoraSettings(r=4).peft_config()
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
@@ -39,8 +41,24 @@ def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
 
 UNRELATED = [
     chat(f"Feedback: {w[0]}=X {w[1]}=Y", f"GUESS: {w}")
-    for w in ["crane", "plant", "stone", "light", "sweet", "grass", "flame", "arise", "slate", "audio", "stare", "brick"]
-] + [chat(f"Tell me about {t}.", f"{t.title()} is a topic with many facets and a long history.") for t in ["trains", "music", "soil", "glass"]]
+    for w in [
+        "crane",
+        "plant",
+        "stone",
+        "light",
+        "sweet",
+        "grass",
+        "flame",
+        "arise",
+        "slate",
+        "audio",
+        "stare",
+        "brick",
+    ]
+] + [
+    chat(f"Tell me about {t}.", f"{t.title()} is a topic with many facets and a long history.")
+    for t in ["trains", "music", "soil", "glass"]
+]
 
 
 def _tokens(tmp_path, name, chats, tokenizer):
@@ -52,7 +70,9 @@ def _tokens(tmp_path, name, chats, tokenizer):
 
 def _attribute(tmp_path, adapter, train_dir, val_dir, settings=SETTINGS):
     reduce_query(adapter, val_dir, tmp_path / "query", settings)
-    score_train(adapter, train_dir, tmp_path / "query", tmp_path / "score", tmp_path / "scores.parquet", settings)
+    score_train(
+        adapter, train_dir, tmp_path / "query", tmp_path / "score", tmp_path / "scores.parquet", settings
+    )
     return pd.read_parquet(tmp_path / "scores.parquet")
 
 

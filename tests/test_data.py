@@ -2,8 +2,8 @@
 
 import pandas as pd
 import pytest
-
 from conftest import REFERENCE, make_row, write_jsonl
+
 from playpen_attribution.data import (
     hub_features,
     load_splits,
@@ -24,14 +24,22 @@ DESCRIBER_PROMPT = "Rules...\n\nThis is the target word that you need to describ
 
 def taboo_pair(word, task_id, outcome="success", experiment="high_en", model="m1"):
     describer = make_row(
-        "taboo", "WordDescriber", outcome,
+        "taboo",
+        "WordDescriber",
+        outcome,
         chat(DESCRIBER_PROMPT.format(word=word), "CLUE: a hint"),
-        experiment=experiment, task_id=task_id, model=model,
+        experiment=experiment,
+        task_id=task_id,
+        model=model,
     )
     guesser = make_row(
-        "taboo", "WordGuesser", outcome,
+        "taboo",
+        "WordGuesser",
+        outcome,
         chat("Guess!\n\nCLUE: a hint", f"GUESS: {word.upper()}"),
-        experiment=experiment, task_id=task_id, model=model,
+        experiment=experiment,
+        task_id=task_id,
+        model=model,
     )
     return [describer, guesser]
 
@@ -106,9 +114,15 @@ def test_row_ids_stable_across_runs(small_dataset, tmp_path):
     for run in range(2):
         paths = {k: tmp_path / f"run{run}" / f"{k}.out" for k in ("train", "val", "summary")}
         prepare_to_files(
-            train_path=paths["train"], val_path=paths["val"], summary_path=paths["summary"],
-            dataset_path=str(small_dataset), dataset_name=None, dataset_revision=None,
-            game="taboo", role="WordGuesser", drop_outcomes=["aborted"],
+            train_path=paths["train"],
+            val_path=paths["val"],
+            summary_path=paths["summary"],
+            dataset_path=str(small_dataset),
+            dataset_name=None,
+            dataset_revision=None,
+            game="taboo",
+            role="WordGuesser",
+            drop_outcomes=["aborted"],
         )
         outputs.append(pd.read_parquet(paths["train"]))
     pd.testing.assert_frame_equal(outputs[0], outputs[1])
@@ -159,9 +173,14 @@ def test_failed_prepare_writes_nothing(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(WorkflowInputError):
         prepare_to_files(
-            train_path=out / "train.parquet", val_path=out / "val.parquet",
-            summary_path=out / "summary.json", dataset_path=str(tmp_path / "d"),
-            dataset_name=None, dataset_revision=None, game="taboo", role="WordGuesser",
+            train_path=out / "train.parquet",
+            val_path=out / "val.parquet",
+            summary_path=out / "summary.json",
+            dataset_path=str(tmp_path / "d"),
+            dataset_name=None,
+            dataset_revision=None,
+            game="taboo",
+            role="WordGuesser",
             drop_outcomes=["aborted"],
         )
     assert not out.exists() or not any(out.iterdir())
@@ -204,9 +223,7 @@ def test_real_reference_sample_parses():
     """The real hub rows (read in place, never copied) go through the same code."""
     import datasets
 
-    ref = datasets.load_dataset(
-        "json", data_files=str(REFERENCE / "taboo_hub_schema_sample.jsonl")
-    )["train"]
+    ref = datasets.load_dataset("json", data_files=str(REFERENCE / "taboo_hub_schema_sample.jsonl"))["train"]
     assert ref.features == hub_features()
     from playpen_attribution.data import prepare_split
 

@@ -42,7 +42,8 @@ def test_demo_data_covers_required_cases(demo_dataset_dir):
     n_assistant = [sum(m["role"] == "assistant" for m in r["messages"]) for r in train]
     assert min(n_assistant) == 1 and max(n_assistant) >= 3
     repeated = [
-        r for r in train
+        r
+        for r in train
         if max(Counter(m["content"] for m in r["messages"] if m["role"] == "assistant").values()) > 1
     ]
     assert repeated, "need chats that repeat an assistant string"

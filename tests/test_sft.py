@@ -56,7 +56,7 @@ def test_lora_training_reduces_training_loss(trained):
     assert trained["after"] < trained["before"] - 0.5
     metrics = metrics_frame(trained["trainer"].state.log_history)
     assert set(metrics["split"]) == {"train", "val"}
-    assert (metrics["split"] == "val").sum() == SETTINGS.epochs  # eval after every epoch
+    assert (metrics["split"] == "val").sum() == SETTINGS.epochs + 1  # before training, then every epoch
 
 
 def test_only_lora_weights_change(trained, tiny_gemma_dir):
@@ -68,14 +68,21 @@ def test_only_lora_weights_change(trained, tiny_gemma_dir):
     assert set(config["target_modules"]) == set(LORA.target_modules)
 
 
-def test_training_is_deterministic_for_a_seed(trained, tiny_gemma_dir, gemma_tokenizer, guesser_tokens, tmp_path):
+def test_training_is_deterministic_for_a_seed(
+    trained, tiny_gemma_dir, gemma_tokenizer, guesser_tokens, tmp_path
+):
     from transformers import AutoModelForCausalLM
 
     train_dir, val_dir = guesser_tokens
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
     again = train_lora(
-        model, gemma_tokenizer, load_token_dataset(train_dir), load_token_dataset(val_dir),
-        LORA, SETTINGS, tmp_path / "run",
+        model,
+        gemma_tokenizer,
+        load_token_dataset(train_dir),
+        load_token_dataset(val_dir),
+        LORA,
+        SETTINGS,
+        tmp_path / "run",
     )
     first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
     second = {n: p for n, p in again.model.named_parameters() if "lora_" in n}
@@ -99,7 +106,9 @@ def test_bootstrap_output_loads_offline(trained, tiny_gemma_dir, tmp_path):
         "AutoConfig.from_pretrained(p); print(c.base_model_name_or_path)"
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == str(tiny_gemma_dir.resolve())
 

@@ -17,7 +17,9 @@ def chat(*turns):
     return [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
 
 
-REPEATED = chat("HINT: cold season", "GUESS: SNOW", "HINT: after autumn", "GUESS: SNOW", "HINT: skiing", "GUESS: WINTER")
+REPEATED = chat(
+    "HINT: cold season", "GUESS: SNOW", "HINT: after autumn", "GUESS: SNOW", "HINT: skiing", "GUESS: WINTER"
+)
 
 
 def masked_text(tokenizer, ids, mask):
@@ -62,7 +64,9 @@ def test_assistant_and_all_modes(gemma_tokenizer):
     ids, spans = assistant_spans(gemma_tokenizer, REPEATED)
     assistant = loss_mask(len(ids), spans, "assistant")
     assert [r.split("<end_of_turn>")[0] for r in masked_text(gemma_tokenizer, ids, assistant)] == [
-        "GUESS: SNOW", "GUESS: SNOW", "GUESS: WINTER",
+        "GUESS: SNOW",
+        "GUESS: SNOW",
+        "GUESS: WINTER",
     ]
     assert sum(assistant) == sum(e - s for s, e in spans)
     assert loss_mask(len(ids), spans, "all") == [1] * len(ids)
@@ -92,10 +96,10 @@ def test_sft_and_attribution_see_identical_tokens(gemma_tokenizer, tiny_gemma_di
     """TRL's prepared batch (ids, labels) equals the rows Bergson is given."""
     import torch
     from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
 
     from playpen_attribution.tokens import load_token_dataset, save_token_dataset
     from playpen_attribution.train import LoraSettings, TrainSettings, sft_config
-    from trl import SFTTrainer
 
     rows = [
         {"row_id": "a", "messages": REPEATED},

@@ -14,6 +14,7 @@ and every score is scaled by a constant).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def _check_token_rows(tokens_dir, settings: AttributionSettings):
     return tokens
 
 
+def _timing(start: float, tokens) -> dict:
+    """Wall time of one Bergson command (model load included) and what it processed."""
+    return {
+        "execute_s": round(time.perf_counter() - start, 3),
+        "rows": len(tokens),
+        "tokens": int(sum(tokens["n_tokens"])),
+    }
+
+
 def _index_config(run_path, adapter_dir, tokens_dir, settings: AttributionSettings):
     from bergson.config.config import DataConfig, DistributedConfig, IndexConfig
 
@@ -83,19 +93,19 @@ def reduce_query(adapter_dir, val_tokens_dir, out_dir, settings: AttributionSett
     from bergson.cli.commands import Reduce
     from bergson.config.config import PreprocessConfig
 
-    from .io import atomic_path
+    from .io import atomic_path, write_json
     from .tokens import attribution_view
 
     tokens = _check_token_rows(val_tokens_dir, settings)
     with atomic_path(out_dir, is_dir=True) as tmp:
         view_dir = tmp / "input"
         attribution_view(tokens).save_to_disk(str(view_dir))
+        start = time.perf_counter()
         Reduce(
             index_cfg=_index_config(tmp / "run", adapter_dir, view_dir, settings),
-            preprocess_cfg=PreprocessConfig(
-                unit_normalize=settings.unit_normalize, aggregation="mean"
-            ),
+            preprocess_cfg=PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation="mean"),
         ).execute()
+        write_json(_timing(start, tokens), tmp / "timing.json")
     log.info("query from %d validation rows written to %s", len(tokens), out_dir)
 
 
@@ -103,20 +113,21 @@ def query_run(query_dir) -> Path:
     return Path(query_dir) / "run"
 
 
-def score_train(adapter_dir, train_tokens_dir, query_dir, out_dir, scores_path, settings: AttributionSettings):
+def score_train(
+    adapter_dir, train_tokens_dir, query_dir, out_dir, scores_path, settings: AttributionSettings
+):
     """Score every training row against the query; write the run and scores.parquet."""
-    import numpy as np
-    import pandas as pd
     from bergson.cli.commands import Score
     from bergson.config.config import PreprocessConfig, ScoreConfig
 
-    from .io import atomic_path, write_parquet
+    from .io import atomic_path, write_json, write_parquet
     from .tokens import attribution_view
 
     tokens = _check_token_rows(train_tokens_dir, settings)
     with atomic_path(out_dir, is_dir=True) as tmp:
         view_dir = tmp / "input"
         attribution_view(tokens).save_to_disk(str(view_dir))
+        start = time.perf_counter()
         Score(
             score_cfg=ScoreConfig(
                 query_path=str(query_run(query_dir)),
@@ -126,10 +137,10 @@ def score_train(adapter_dir, train_tokens_dir, query_dir, out_dir, scores_path, 
             index_cfg=_index_config(tmp / "run", adapter_dir, view_dir, settings),
             preprocess_cfg=PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation="none"),
         ).execute()
+        write_json(_timing(start, tokens), tmp / "timing.json")
         scores = read_scores(tmp / "run", tokens)
     write_parquet(scores, scores_path)
     log.info("scored %d training rows: %s", len(scores), scores["score"].describe().to_dict())
-    del np, pd
 
 
 def read_scores(run_dir, tokens):
@@ -153,9 +164,7 @@ def read_scores(run_dir, tokens):
         raise RuntimeError(f"bergson wrote {len(score)} scores for {len(tokens)} rows")
     if not written.all():
         missing = [tokens[int(i)]["row_id"] for i in np.flatnonzero(~written)[:10]]
-        raise RuntimeError(
-            f"bergson did not write scores for {int((~written).sum())} rows, e.g. {missing}"
-        )
+        raise RuntimeError(f"bergson did not write scores for {int((~written).sum())} rows, e.g. {missing}")
     per_row = datasets.load_from_disk(str(run_dir / "data.hf"))
     if per_row["labels"] != tokens["labels"]:
         raise RuntimeError("bergson's row order differs from the token rows; scores would be mislabeled")

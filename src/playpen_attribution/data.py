@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import WorkflowInputError
 
@@ -57,8 +58,7 @@ def _local_split_files(directory: Path) -> dict[str, Path]:
         existing = [c for c in candidates if c.exists()]
         if len(existing) > 1:
             raise WorkflowInputError(
-                f"{directory}: several files for split {hub_split!r}: "
-                + ", ".join(p.name for p in existing)
+                f"{directory}: several files for split {hub_split!r}: " + ", ".join(p.name for p in existing)
             )
         if existing:
             found[hub_split] = existing[0]
@@ -90,18 +90,14 @@ def load_splits(path: str, name: str | None = None, revision: str | None = None)
             builder = "parquet" if kinds == {".parquet"} else "json"
             if len(kinds) > 1:
                 raise WorkflowInputError(f"{path}: mix of file types {sorted(kinds)}")
-            loaded = datasets.load_dataset(
-                builder, data_files={k: str(v) for k, v in files.items()}
-            )
+            loaded = datasets.load_dataset(builder, data_files={k: str(v) for k, v in files.items()})
     elif path.startswith((".", "/")) or local.suffix:
         raise WorkflowInputError(f"dataset.path {path!r} does not exist.")
     else:
         loaded = _load_from_hub(path, name, revision)
     missing = [s for s in SPLITS.values() if s not in loaded]
     if missing:
-        raise WorkflowInputError(
-            f"dataset {path!r} has no split(s) {missing}; found {sorted(loaded)}"
-        )
+        raise WorkflowInputError(f"dataset {path!r} has no split(s) {missing}; found {sorted(loaded)}")
     return {s: loaded[s] for s in SPLITS.values()}
 
 
@@ -313,7 +309,9 @@ def prepare_to_files(train_path, val_path, summary_path, **kwargs) -> dict:
         if info["unrecognised_outcome"]:
             log.warning(
                 "%s: outcomes outside %s kept as-is: %s",
-                split, KNOWN_OUTCOMES, info["unrecognised_outcome"],
+                split,
+                KNOWN_OUTCOMES,
+                info["unrecognised_outcome"],
             )
     write_parquet(frames["train"], train_path)
     write_parquet(frames["val"], val_path)

@@ -18,41 +18,227 @@ from pathlib import Path
 
 # word: (band, forbidden related words, clues from most to least helpful)
 TABOO_WORDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "bread": ("high", ("bake", "loaf", "flour"), ("A staple food you slice for sandwiches.", "Toasted in the morning.", "Sold at a bakery.")),
-    "river": ("high", ("water", "stream", "flow"), ("It runs from the mountains to the sea.", "Boats travel along it.", "The Nile is one.")),
-    "chair": ("high", ("sit", "seat", "table"), ("Furniture with four legs and a back.", "You pull it up to a desk.", "Found around a dining table.")),
-    "money": ("high", ("cash", "coin", "bank"), ("What you pay with in a shop.", "Dollars and euros.", "It is said to not grow on trees.")),
-    "window": ("high", ("glass", "pane", "view"), ("You look through it to see outside.", "Opened for fresh air.", "Part of a wall that lets light in.")),
-    "doctor": ("high", ("nurse", "hospital", "medicine"), ("Someone you visit when you are ill.", "Wears a white coat at work.", "Writes prescriptions.")),
-    "garden": ("high", ("plant", "flower", "grow"), ("An outdoor space behind a house with beds of roses.", "Where you grow vegetables.", "Needs watering in summer.")),
-    "winter": ("high", ("cold", "snow", "season"), ("The months with frost and short days.", "Comes after autumn.", "When people go skiing.")),
-    "kitchen": ("high", ("cook", "food", "oven"), ("The room where meals are made.", "Has a sink, a fridge and a stove.", "Chefs work in one.")),
-    "letter": ("high", ("mail", "write", "post"), ("You put it in an envelope.", "A message sent on paper.", "Also a symbol of the alphabet.")),
-    "ladder": ("medium", ("climb", "step", "rung"), ("A tool you use to reach high shelves.", "Painters lean it against a wall.", "Firefighters carry a tall one.")),
-    "candle": ("medium", ("wax", "flame", "light"), ("It burns slowly on a birthday cake.", "Used when the power goes out.", "Has a wick.")),
-    "harbor": ("medium", ("port", "ship", "dock"), ("A sheltered place where boats stay.", "Ferries leave from it.", "Sailors come home to it.")),
-    "pepper": ("medium", ("salt", "spice", "hot"), ("Ground over pasta from a mill.", "Black or white, it makes you sneeze.", "Also a red or green vegetable.")),
-    "helmet": ("medium", ("head", "protect", "hat"), ("Cyclists wear it for safety.", "Hard shell worn by builders.", "Knights wore one of metal.")),
-    "puzzle": ("medium", ("piece", "solve", "game"), ("A picture cut into many parts.", "Something that needs thinking to work out.", "A crossword is one.")),
-    "saddle": ("medium", ("horse", "ride", "seat"), ("A rider sits on it.", "Strapped to the back of an animal.", "Bicycles have one too.")),
-    "anchor": ("medium", ("ship", "boat", "sea"), ("Heavy metal object that keeps a vessel in place.", "Dropped to the sea floor.", "Sailors have it tattooed.")),
-    "blanket": ("medium", ("bed", "warm", "cover"), ("Soft and woolly, you pull it over you at night.", "Keeps you cozy on the sofa.", "Spread out for a picnic.")),
-    "whistle": ("medium", ("blow", "sound", "referee"), ("A small tool that makes a sharp noise.", "Used in football to stop play.", "A kettle does it when boiling.")),
-    "lantern": ("low", ("lamp", "light", "candle"), ("Portable light with a handle, often for camping.", "Hung outside at a festival.", "Old miners carried one.")),
-    "thimble": ("low", ("sew", "finger", "needle"), ("A small cap that protects a fingertip.", "Used with a needle and thread.", "A piece in an old board game.")),
-    "walrus": ("low", ("tusk", "seal", "arctic"), ("A large sea mammal with long teeth.", "Lives on arctic ice.", "Has whiskers and blubber.")),
-    "compass": ("low", ("north", "direction", "needle"), ("It always points one way.", "Hikers use it with a map.", "Also draws circles in geometry.")),
-    "quarry": ("low", ("stone", "mine", "rock"), ("A pit where stone is dug out.", "Also the animal a hunter chases.", "Marble comes from one.")),
-    "gutter": ("low", ("rain", "roof", "drain"), ("A channel along the edge of a roof.", "Leaves clog it in autumn.", "Where a bowling ball goes when missed.")),
-    "bellows": ("low", ("air", "fire", "blow"), ("A device you squeeze to blow on a fire.", "A blacksmith uses it.", "An accordion has one.")),
-    "trowel": ("low", ("garden", "dig", "tool"), ("A small hand tool for planting.", "Masons spread mortar with it.", "Like a tiny spade.")),
-    "sextant": ("low", ("navigate", "star", "ship"), ("An old tool to measure the angle of the sun at sea.", "Used by navigators before GPS.", "Has a mirror and an arc.")),
-    "plinth": ("low", ("base", "statue", "column"), ("The block a statue stands on.", "Bottom of a column.", "A low stand in a museum.")),
+    "bread": (
+        "high",
+        ("bake", "loaf", "flour"),
+        ("A staple food you slice for sandwiches.", "Toasted in the morning.", "Sold at a bakery."),
+    ),
+    "river": (
+        "high",
+        ("water", "stream", "flow"),
+        ("It runs from the mountains to the sea.", "Boats travel along it.", "The Nile is one."),
+    ),
+    "chair": (
+        "high",
+        ("sit", "seat", "table"),
+        ("Furniture with four legs and a back.", "You pull it up to a desk.", "Found around a dining table."),
+    ),
+    "money": (
+        "high",
+        ("cash", "coin", "bank"),
+        ("What you pay with in a shop.", "Dollars and euros.", "It is said to not grow on trees."),
+    ),
+    "window": (
+        "high",
+        ("glass", "pane", "view"),
+        (
+            "You look through it to see outside.",
+            "Opened for fresh air.",
+            "Part of a wall that lets light in.",
+        ),
+    ),
+    "doctor": (
+        "high",
+        ("nurse", "hospital", "medicine"),
+        ("Someone you visit when you are ill.", "Wears a white coat at work.", "Writes prescriptions."),
+    ),
+    "garden": (
+        "high",
+        ("plant", "flower", "grow"),
+        (
+            "An outdoor space behind a house with beds of roses.",
+            "Where you grow vegetables.",
+            "Needs watering in summer.",
+        ),
+    ),
+    "winter": (
+        "high",
+        ("cold", "snow", "season"),
+        ("The months with frost and short days.", "Comes after autumn.", "When people go skiing."),
+    ),
+    "kitchen": (
+        "high",
+        ("cook", "food", "oven"),
+        ("The room where meals are made.", "Has a sink, a fridge and a stove.", "Chefs work in one."),
+    ),
+    "letter": (
+        "high",
+        ("mail", "write", "post"),
+        ("You put it in an envelope.", "A message sent on paper.", "Also a symbol of the alphabet."),
+    ),
+    "ladder": (
+        "medium",
+        ("climb", "step", "rung"),
+        (
+            "A tool you use to reach high shelves.",
+            "Painters lean it against a wall.",
+            "Firefighters carry a tall one.",
+        ),
+    ),
+    "candle": (
+        "medium",
+        ("wax", "flame", "light"),
+        ("It burns slowly on a birthday cake.", "Used when the power goes out.", "Has a wick."),
+    ),
+    "harbor": (
+        "medium",
+        ("port", "ship", "dock"),
+        ("A sheltered place where boats stay.", "Ferries leave from it.", "Sailors come home to it."),
+    ),
+    "pepper": (
+        "medium",
+        ("salt", "spice", "hot"),
+        (
+            "Ground over pasta from a mill.",
+            "Black or white, it makes you sneeze.",
+            "Also a red or green vegetable.",
+        ),
+    ),
+    "helmet": (
+        "medium",
+        ("head", "protect", "hat"),
+        ("Cyclists wear it for safety.", "Hard shell worn by builders.", "Knights wore one of metal."),
+    ),
+    "puzzle": (
+        "medium",
+        ("piece", "solve", "game"),
+        (
+            "A picture cut into many parts.",
+            "Something that needs thinking to work out.",
+            "A crossword is one.",
+        ),
+    ),
+    "saddle": (
+        "medium",
+        ("horse", "ride", "seat"),
+        ("A rider sits on it.", "Strapped to the back of an animal.", "Bicycles have one too."),
+    ),
+    "anchor": (
+        "medium",
+        ("ship", "boat", "sea"),
+        (
+            "Heavy metal object that keeps a vessel in place.",
+            "Dropped to the sea floor.",
+            "Sailors have it tattooed.",
+        ),
+    ),
+    "blanket": (
+        "medium",
+        ("bed", "warm", "cover"),
+        (
+            "Soft and woolly, you pull it over you at night.",
+            "Keeps you cozy on the sofa.",
+            "Spread out for a picnic.",
+        ),
+    ),
+    "whistle": (
+        "medium",
+        ("blow", "sound", "referee"),
+        (
+            "A small tool that makes a sharp noise.",
+            "Used in football to stop play.",
+            "A kettle does it when boiling.",
+        ),
+    ),
+    "lantern": (
+        "low",
+        ("lamp", "light", "candle"),
+        (
+            "Portable light with a handle, often for camping.",
+            "Hung outside at a festival.",
+            "Old miners carried one.",
+        ),
+    ),
+    "thimble": (
+        "low",
+        ("sew", "finger", "needle"),
+        (
+            "A small cap that protects a fingertip.",
+            "Used with a needle and thread.",
+            "A piece in an old board game.",
+        ),
+    ),
+    "walrus": (
+        "low",
+        ("tusk", "seal", "arctic"),
+        ("A large sea mammal with long teeth.", "Lives on arctic ice.", "Has whiskers and blubber."),
+    ),
+    "compass": (
+        "low",
+        ("north", "direction", "needle"),
+        ("It always points one way.", "Hikers use it with a map.", "Also draws circles in geometry."),
+    ),
+    "quarry": (
+        "low",
+        ("stone", "mine", "rock"),
+        ("A pit where stone is dug out.", "Also the animal a hunter chases.", "Marble comes from one."),
+    ),
+    "gutter": (
+        "low",
+        ("rain", "roof", "drain"),
+        (
+            "A channel along the edge of a roof.",
+            "Leaves clog it in autumn.",
+            "Where a bowling ball goes when missed.",
+        ),
+    ),
+    "bellows": (
+        "low",
+        ("air", "fire", "blow"),
+        ("A device you squeeze to blow on a fire.", "A blacksmith uses it.", "An accordion has one."),
+    ),
+    "trowel": (
+        "low",
+        ("garden", "dig", "tool"),
+        ("A small hand tool for planting.", "Masons spread mortar with it.", "Like a tiny spade."),
+    ),
+    "sextant": (
+        "low",
+        ("navigate", "star", "ship"),
+        (
+            "An old tool to measure the angle of the sun at sea.",
+            "Used by navigators before GPS.",
+            "Has a mirror and an arc.",
+        ),
+    ),
+    "plinth": (
+        "low",
+        ("base", "statue", "column"),
+        ("The block a statue stands on.", "Bottom of a column.", "A low stand in a museum."),
+    ),
 }
 # Plausible wrong guesses, used when the guesser misses.
 DISTRACTORS = (
-    "table", "ocean", "lamp", "coin", "boat", "tool", "house", "stone", "road", "cup",
-    "hat", "bird", "door", "rope", "shelf", "fire", "shell", "glass", "wheel", "clock",
+    "table",
+    "ocean",
+    "lamp",
+    "coin",
+    "boat",
+    "tool",
+    "house",
+    "stone",
+    "road",
+    "cup",
+    "hat",
+    "bird",
+    "door",
+    "rope",
+    "shelf",
+    "fire",
+    "shell",
+    "glass",
+    "wheel",
+    "clock",
 )
 GUESS_PROBABILITY = {"high": 0.45, "medium": 0.25, "low": 0.1}
 
@@ -70,9 +256,7 @@ DESCRIBER_PROMPT = (
     "You both win if your partner finds the word within three guesses. Keep hints short."
 )
 GUESSER_PROMPT = (
-    "Let's play a word game. Your partner gives hints about a secret word; you guess it.\n"
-    "You have three guesses. Answer only in the form GUESS: <one word>.\n\n"
-    "HINT: {clue}"
+    "Word game: your partner hints at a secret word. Three tries. Reply GUESS: <word>.\n\nHINT: {clue}"
 )
 WORDLE_PROMPT = (
     "Guess the hidden five-letter English word in at most three tries.\n"
@@ -104,18 +288,14 @@ def taboo_episode(rng: random.Random, word: str, model: str, task_id: int) -> li
     """Both players' views of one taboo episode."""
     band, related, clues = TABOO_WORDS[word]
     experiment = f"{band}_en"
-    describer = [
-        {"role": "user", "content": DESCRIBER_PROMPT.format(word=word, related=", ".join(related))}
-    ]
+    describer = [{"role": "user", "content": DESCRIBER_PROMPT.format(word=word, related=", ".join(related))}]
     guesser: list[dict] = []
     outcome = "failure"
     guesses: list[str] = []
     for turn, clue in enumerate(clues):
         hint = f"HINT: {clue}"
         describer.append({"role": "assistant", "content": hint})
-        guesser.append(
-            {"role": "user", "content": GUESSER_PROMPT.format(clue=clue) if turn == 0 else hint}
-        )
+        guesser.append({"role": "user", "content": GUESSER_PROMPT.format(clue=clue) if turn == 0 else hint})
         if rng.random() < 0.04:  # a malformed reply aborts the episode, as in clembench
             guesser.append({"role": "assistant", "content": f"I think the answer is {word}!"})
             outcome = "aborted"
@@ -135,7 +315,10 @@ def taboo_episode(rng: random.Random, word: str, model: str, task_id: int) -> li
         if turn < len(clues) - 1:
             describer.append({"role": "user", "content": reply})
     return [
-        {"messages": describer, "meta": _meta(experiment, "WordDescriber", model, outcome, "Player 1", task_id)},
+        {
+            "messages": describer,
+            "meta": _meta(experiment, "WordDescriber", model, outcome, "Player 1", task_id),
+        },
         {"messages": guesser, "meta": _meta(experiment, "WordGuesser", model, outcome, "Player 2", task_id)},
     ]
 
@@ -153,7 +336,10 @@ def wordle_episode(rng: random.Random, target: str, model: str, task_id: int) ->
             messages.append({"role": "user", "content": "Feedback: " + _wordle_feedback(guess, target)})
     if rng.random() < 0.05:
         outcome = "aborted"
-    return {"messages": messages, "meta": _meta("standard", "Guesser", model, outcome, "Player 1", task_id, game="wordle")}
+    return {
+        "messages": messages,
+        "meta": _meta("standard", "Guesser", model, outcome, "Player 1", task_id, game="wordle"),
+    }
 
 
 def generate_split(seed: int, n_taboo_episodes: int, n_wordle_episodes: int) -> list[dict]:

@@ -40,8 +40,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, chat_template
         tokenizer.chat_template = Path(chat_template).read_text()
     if not tokenizer.chat_template:
         raise WorkflowInputError(
-            f"tokenizer of {name_or_path!r} has no chat template; set model.chat_template "
-            "to a jinja file"
+            f"tokenizer of {name_or_path!r} has no chat template; set model.chat_template to a jinja file"
         )
     return tokenizer
 
@@ -86,7 +85,9 @@ def prepare_demo_model(out_dir: str | Path) -> None:
     from .io import atomic_path
 
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="gguf-", dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="gguf-", dir=out_dir.parent if out_dir.parent.exists() else None
+    ) as tmp:
         gguf_path = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
         log.info("assembled %s", gguf_path)
         tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)

@@ -7,8 +7,18 @@ import pandas as pd
 from .errors import WorkflowInputError
 
 TOPK_COLUMNS = [
-    "bucket", "rank", "row_id", "score", "experiment", "task_id", "model", "outcome",
-    "target_word", "n_turns", "prompt", "completion",
+    "bucket",
+    "rank",
+    "row_id",
+    "score",
+    "experiment",
+    "task_id",
+    "model",
+    "outcome",
+    "target_word",
+    "n_turns",
+    "prompt",
+    "completion",
 ]
 
 
@@ -22,15 +32,12 @@ def join_scores(scores: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_bottom(scored: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The k highest and k lowest scoring rows (fewer if there are fewer than 2k rows)."""
-    k = min(k, len(scored) // 2) or min(k, len(scored))
+    """The k highest and k lowest scoring rows; with fewer than 2k rows, each gets half."""
+    k = min(k, max(1, len(scored) // 2))
     ordered = scored.sort_values(["score", "row_id"], ascending=[False, True], kind="stable")
     top = ordered.head(k).assign(bucket="top", rank=range(1, k + 1))
-    bottom = (
-        ordered.iloc[::-1].head(k).assign(bucket="bottom", rank=range(1, k + 1))
-        if len(ordered) > k
-        else ordered.iloc[0:0].assign(bucket="bottom", rank=[])
-    )
+    n_bottom = min(k, len(ordered) - k)
+    bottom = ordered.iloc[::-1].head(n_bottom).assign(bucket="bottom", rank=range(1, n_bottom + 1))
     out = pd.concat([top, bottom], ignore_index=True)
     out["rank"] = out["rank"].astype("int64")
     return out[TOPK_COLUMNS]
@@ -87,9 +94,24 @@ def topk_markdown(topk: pd.DataFrame, game: str, role: str, n_rows: int, unit_no
         "their absolute size depends on the model and normalisation.",
         "",
     ]
-    for bucket, title in (("top", "Most helpful (highest scores)"), ("bottom", "Most harmful (lowest scores)")):
+    n_negative = int((topk["score"] < 0).sum())
+    if n_negative == 0:
+        lines += [
+            "No row shown has a negative score: every row here helps the validation loss; the "
+            "lowest-scoring rows simply help least.",
+            "",
+        ]
+    for bucket, title in (
+        ("top", "Highest scores (most helpful)"),
+        ("bottom", "Lowest scores (least helpful or harmful)"),
+    ):
         part = topk[topk["bucket"] == bucket]
-        lines += [f"## {title}", "", "| rank | score | row_id | word | outcome | turns | completion |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            "| rank | score | row_id | word | outcome | turns | completion |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in part.itertuples():
             word = "" if pd.isna(r.target_word) else r.target_word
             completion = _clip(r.completion, 80).replace("|", "\\|")
@@ -111,6 +133,7 @@ def words_markdown(words: pd.DataFrame, game: str, role: str, n: int = 15) -> st
         "| word | rows | sum score | mean score | in top-k | in bottom-k | train success | val success |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
     def pct(x):
         return "" if pd.isna(x) else f"{x:.0%}"
 
@@ -172,7 +195,9 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
     plt.close(fig)
 
 
-def write_topk_report(scores_path, train_path, k, unit_normalize, game, role, topk_out, markdown_out, plot_out):
+def write_topk_report(
+    scores_path, train_path, k, unit_normalize, game, role, topk_out, markdown_out, plot_out
+):
     from .io import write_parquet, write_text
 
     scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
@@ -182,7 +207,9 @@ def write_topk_report(scores_path, train_path, k, unit_normalize, game, role, to
     plot_scores(scored, topk, plot_out, f"Influence on validation loss: {game} / {role}")
 
 
-def write_words_report(scores_path, train_path, val_path, topk_path, game, role, words_out, markdown_out, plot_out):
+def write_words_report(
+    scores_path, train_path, val_path, topk_path, game, role, words_out, markdown_out, plot_out
+):
     from .io import write_parquet, write_text
 
     scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))

@@ -11,7 +11,7 @@ with -100 on every untrained position.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import WorkflowInputError
 
@@ -73,9 +73,7 @@ def labels_from_mask(input_ids: Sequence[int], mask: Sequence[int]) -> list[int]
     return [t if m else IGNORE_INDEX for t, m in zip(input_ids, mask)]
 
 
-def tokenize_rows(
-    rows: Iterable[dict], tokenizer, mode: str, max_length: int
-) -> tuple[list[dict], dict]:
+def tokenize_rows(rows: Iterable[dict], tokenizer, mode: str, max_length: int) -> tuple[list[dict], dict]:
     """Tokenize rows that have `row_id` and `messages`. Returns (token rows, summary).
 
     Policy for long rows: a row longer than `max_length` tokens would lose trained tokens to
@@ -152,7 +150,9 @@ def attribution_view(token_ds):
     return token_ds.select_columns(["input_ids", "labels"])
 
 
-def tokenize_to_files(train_parquet, val_parquet, tokenizer, mode, max_length, out_train, out_val, summary_path):
+def tokenize_to_files(
+    train_parquet, val_parquet, tokenizer, mode, max_length, out_train, out_val, summary_path
+):
     import pandas as pd
 
     from .io import write_json
@@ -161,10 +161,7 @@ def tokenize_to_files(train_parquet, val_parquet, tokenizer, mode, max_length, o
     results = {}
     for split, src in (("train", train_parquet), ("val", val_parquet)):
         frame = pd.read_parquet(src, columns=["row_id", "messages"])
-        rows = [
-            {"row_id": r.row_id, "messages": [dict(m) for m in r.messages]}
-            for r in frame.itertuples()
-        ]
+        rows = [{"row_id": r.row_id, "messages": [dict(m) for m in r.messages]} for r in frame.itertuples()]
         token_rows, split_summary = tokenize_rows(rows, tokenizer, mode, max_length)
         if not token_rows:
             raise WorkflowInputError(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from .errors import WorkflowInputError
 
@@ -72,6 +75,7 @@ def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True
         fp16=False,
         use_cpu=not torch.cuda.is_available(),
         eval_strategy="epoch" if eval_each_epoch else "no",
+        eval_on_start=eval_each_epoch,  # the loss curve starts from the base model's val loss
         save_strategy="no",
         logging_strategy="steps",
         logging_steps=1,
@@ -84,7 +88,25 @@ def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True
     )
 
 
-def train_lora(model, tokenizer, train_tokens, val_tokens, lora: LoraSettings, settings: TrainSettings, work_dir):
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step, excluding evaluation and logging (for benchmarks)."""
+
+    def __init__(self):
+        self.durations: list[float] = []
+        self._start: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.durations.append(time.perf_counter() - self._start)
+            self._start = None
+
+
+def train_lora(
+    model, tokenizer, train_tokens, val_tokens, lora: LoraSettings, settings: TrainSettings, work_dir
+):
     """Fine-tune `model` with a fresh LoRA adapter; return the trainer (model + log history)."""
     from transformers import set_seed
     from trl import SFTTrainer
@@ -102,12 +124,38 @@ def train_lora(model, tokenizer, train_tokens, val_tokens, lora: LoraSettings, s
         eval_dataset=sft_view(val_tokens) if val_tokens is not None else None,
         processing_class=tokenizer,
         peft_config=lora.peft_config(),
+        callbacks=[StepTimer()],
     )
     if len(trainer.train_dataset) != len(train_tokens):
         # TRL drops rows without any trained token; ours always have some, so this is a bug.
         raise RuntimeError("TRL changed the number of training rows; SFT and attribution would diverge")
     trainer.train()
     return trainer
+
+
+def step_timer(trainer):
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, StepTimer))
+
+
+def training_summary(trainer, settings: TrainSettings, n_train_rows: int) -> dict:
+    """Throughput figures: seconds per optimizer step and trained tokens per second."""
+    durations = step_timer(trainer).durations
+    tokens = max((e.get("num_tokens", 0) for e in trainer.state.log_history), default=0)
+    step_time = sum(durations)
+    rows_per_step = settings.batch_size * settings.gradient_accumulation_steps
+    return {
+        "steps": len(durations),
+        "rows": n_train_rows,
+        "rows_per_step": rows_per_step,
+        "step_seconds_total": round(step_time, 3),
+        "seconds_per_step": round(step_time / max(1, len(durations)), 3),
+        "seconds_per_row": round(step_time / max(1, len(durations) * rows_per_step), 4),
+        "tokens_seen": int(float(tokens)),
+        "tokens_per_second": round(float(tokens) / step_time, 2) if step_time else None,
+        "final_train_loss": next(
+            (e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None
+        ),
+    }
 
 
 def metrics_frame(log_history: list[dict]):
@@ -117,9 +165,23 @@ def metrics_frame(log_history: list[dict]):
     rows = []
     for entry in log_history:
         if "loss" in entry:
-            rows.append({"step": entry.get("step"), "epoch": entry.get("epoch"), "split": "train", "loss": entry["loss"]})
+            rows.append(
+                {
+                    "step": entry.get("step"),
+                    "epoch": entry.get("epoch"),
+                    "split": "train",
+                    "loss": entry["loss"],
+                }
+            )
         if "eval_loss" in entry:
-            rows.append({"step": entry.get("step"), "epoch": entry.get("epoch"), "split": "val", "loss": entry["eval_loss"]})
+            rows.append(
+                {
+                    "step": entry.get("step"),
+                    "epoch": entry.get("epoch"),
+                    "split": "val",
+                    "loss": entry["eval_loss"],
+                }
+            )
     return pd.DataFrame(rows, columns=["step", "epoch", "split", "loss"])
 
 
@@ -157,12 +219,13 @@ def run_training(
     adapter_out,
     metrics_out,
     plot_out,
+    summary_out,
     title: str,
 ) -> None:
     """The train_lora rule: train, then write adapter (+ tokenizer), metrics and loss curve."""
     import tempfile
 
-    from .io import atomic_path, write_parquet
+    from .io import atomic_path, write_json, write_parquet
     from .models import load_base_model, load_tokenizer, training_dtype
     from .tokens import load_token_dataset
 
@@ -178,4 +241,5 @@ def run_training(
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     write_parquet(metrics, metrics_out)
+    write_json(training_summary(trainer, settings, len(train_tokens)), summary_out)
     plot_loss(metrics, plot_out, title)

@@ -4,13 +4,15 @@ rule reduce_query:
         val=rules.tokenize.output.val,
     output:
         directory(f"{RESULTS}/{{game}}/{{role}}/attribution/query"),
-    params:
-        attribution=config["attribution"],
-    threads: MAX_THREADS
     log:
         log_path("reduce_query"),
+    benchmark:
+        benchmark_path("reduce_query")
+    threads: MAX_THREADS
     resources:
         mem_mb=8000,
+    params:
+        attribution=config["attribution"],
     script:
         "../scripts/reduce_query.py"
 
@@ -23,12 +25,14 @@ rule score_train:
     output:
         run=directory(f"{RESULTS}/{{game}}/{{role}}/attribution/score"),
         scores=f"{RESULTS}/{{game}}/{{role}}/attribution/scores.parquet",
-    params:
-        attribution=config["attribution"],
-    threads: MAX_THREADS
     log:
         log_path("score_train"),
+    benchmark:
+        benchmark_path("score_train")
+    threads: MAX_THREADS
     resources:
         mem_mb=8000,
+    params:
+        attribution=config["attribution"],
     script:
         "../scripts/score_train.py"

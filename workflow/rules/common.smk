@@ -31,7 +31,11 @@ def per_target(pattern):
 def all_targets():
     targets = per_target(f"{RESULTS}/{{game}}/{{role}}/topk.parquet")
     # Per-word influence needs target words, which only taboo has.
-    targets += [t for t in per_target(f"{RESULTS}/{{game}}/{{role}}/words.parquet") if "/taboo/" in t]
+    targets += [
+        t
+        for t in per_target(f"{RESULTS}/{{game}}/{{role}}/words.parquet")
+        if "/taboo/" in t
+    ]
     return targets
 
 
@@ -47,6 +51,11 @@ def dataset_input(wildcards):
 
 def log_path(name):
     return f"{RESULTS}/logs/{{game}}/{{role}}/{name}.log"
+
+
+def benchmark_path(name):
+    """Snakemake's per-job wall time and peak memory, read by benchmarks/."""
+    return f"{RESULTS}/benchmarks/{{game}}/{{role}}/{name}.tsv"
 
 
 def model_input(wildcards):

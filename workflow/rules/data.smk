@@ -1,10 +1,12 @@
 rule generate_demo_data:
     output:
         directory(DEMO_DATA_DIR),
-    params:
-        settings=config.get("demo_data", {}),
     log:
         f"{RESULTS}/logs/generate_demo_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate_demo_data.tsv"
+    params:
+        settings=config.get("demo_data", {}),
     script:
         "../scripts/generate_demo_data.py"
 
@@ -16,9 +18,11 @@ rule prepare_data:
         train=f"{RESULTS}/{{game}}/{{role}}/data/train.parquet",
         val=f"{RESULTS}/{{game}}/{{role}}/data/val.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/data/summary.json",
-    params:
-        dataset=config["dataset"],
     log:
         log_path("prepare_data"),
+    benchmark:
+        benchmark_path("prepare_data")
+    params:
+        dataset=config["dataset"],
     script:
         "../scripts/prepare_data.py"

@@ -16,11 +16,13 @@ rule report_topk:
             category="Attribution",
             labels={"game": "{game}", "role": "{role}", "file": "score histogram"},
         ),
+    log:
+        log_path("report_topk"),
+    benchmark:
+        benchmark_path("report_topk")
     params:
         k=config["report"]["k"],
         unit_normalize=config["attribution"]["unit_normalize"],
-    log:
-        log_path("report_topk"),
     script:
         "../scripts/report_topk.py"
 
@@ -47,5 +49,7 @@ rule report_words:
         ),
     log:
         log_path("report_words"),
+    benchmark:
+        benchmark_path("report_words")
     script:
         "../scripts/report_words.py"

@@ -1,9 +1,11 @@
 rule prepare_demo_model:
     output:
         directory(DEMO_MODEL_DIR),
-    threads: MAX_THREADS
     log:
         f"{RESULTS}/logs/prepare_demo_model.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_demo_model.tsv"
+    threads: MAX_THREADS
     resources:
         mem_mb=6000,
     script:
@@ -20,11 +22,13 @@ rule tokenize:
         val=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/val"),
         tokenizer=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/tokenizer"),
         summary=f"{RESULTS}/{{game}}/{{role}}/tokens/summary.json",
+    log:
+        log_path("tokenize"),
+    benchmark:
+        benchmark_path("tokenize")
     params:
         model=config["model"],
         tokenize=config["tokenize"],
-    log:
-        log_path("tokenize"),
     script:
         "../scripts/tokenize.py"
 
@@ -38,23 +42,26 @@ rule train_lora:
     output:
         adapter=directory(f"{RESULTS}/{{game}}/{{role}}/sft/adapter"),
         metrics=f"{RESULTS}/{{game}}/{{role}}/sft/metrics.parquet",
+        summary=f"{RESULTS}/{{game}}/{{role}}/sft/summary.json",
         loss_plot=report(
             f"{RESULTS}/{{game}}/{{role}}/sft/loss.png",
             caption="../report/loss.rst",
             category="SFT",
             labels={"game": "{game}", "role": "{role}"},
         ),
+    log:
+        log_path("train_lora"),
+    benchmark:
+        benchmark_path("train_lora")
+    threads: MAX_THREADS
+    resources:
+        mem_mb=8000,
     params:
         model=config["model"],
         lora=config["lora"],
         train=config["train"],
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
-    threads: MAX_THREADS
-    log:
-        log_path("train_lora"),
-    resources:
-        mem_mb=8000,
     script:
         "../scripts/train_lora.py"
 
@@ -65,9 +72,11 @@ rule bootstrap_adapter:
         model=model_input,
     output:
         directory(f"{RESULTS}/{{game}}/{{role}}/adapter"),
-    params:
-        model=config["model"],
     log:
         log_path("bootstrap_adapter"),
+    benchmark:
+        benchmark_path("bootstrap_adapter")
+    params:
+        model=config["model"],
     script:
         "../scripts/bootstrap_adapter.py"

@@ -15,6 +15,7 @@ def main(snakemake):
         adapter_out=snakemake.output.adapter,
         metrics_out=snakemake.output.metrics,
         plot_out=snakemake.output.loss_plot,
+        summary_out=snakemake.output.summary,
         title=f"LoRA SFT: {snakemake.wildcards.game} / {snakemake.wildcards.role}",
     )
 
