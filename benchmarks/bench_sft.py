@@ -19,10 +19,8 @@ def main():
     args = parser.parse_args()
     out = REPO / "results" / args.target
     run = snakemake(
-        "--configfile",
-        str(REPO / "config/demo.yaml"),
-        "--forcerun",
-        "train_lora",
+        f"--configfile={REPO / 'config/demo.yaml'}",  # `=`: these options take several values
+        "--forcerun=train_lora",
         f"results/{args.target}/sft/adapter",
         workdir=REPO,
         cores=args.cores,

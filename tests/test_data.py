@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from conftest import REFERENCE, make_row, write_jsonl
+from conftest import REFERENCE, chat, make_row, write_jsonl
 
 from playpen_attribution.data import (
     hub_features,
@@ -12,12 +12,6 @@ from playpen_attribution.data import (
     split_conversation,
 )
 from playpen_attribution.errors import WorkflowInputError
-
-
-def chat(*turns):
-    roles = ["user", "assistant"]
-    return [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
-
 
 DESCRIBER_PROMPT = "Rules...\n\nThis is the target word that you need to describe and that the other player needs to guess:\n\n{word}\n\nRelated words are: ..."
 

@@ -55,7 +55,7 @@ def test_word_influence_aggregates_per_word():
     val = pd.DataFrame(
         {"target_word": ["snow", "snow", "plinth"], "outcome": ["success", "failure", "success"]}
     )
-    words = word_influence(scored, val, topk).set_index("target_word")
+    words = word_influence(scored, val, 2).set_index("target_word")
     for word in ("snow", "chair", "walrus"):
         rows = scored[scored.target_word == word]
         assert words.loc[word, "count"] == len(rows)

@@ -1,6 +1,7 @@
 """One tokenization: the mask modes, truncation, and what TRL and Bergson see."""
 
 import pytest
+from conftest import chat
 
 from playpen_attribution.tokens import (
     IGNORE_INDEX,
@@ -10,12 +11,6 @@ from playpen_attribution.tokens import (
     render_ids,
     tokenize_rows,
 )
-
-
-def chat(*turns):
-    roles = ["user", "assistant"]
-    return [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
-
 
 REPEATED = chat(
     "HINT: cold season", "GUESS: SNOW", "HINT: after autumn", "GUESS: SNOW", "HINT: skiing", "GUESS: WINTER"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,24 +89,35 @@ def _index_config(run_path, adapter_dir, tokens_dir, settings: AttributionSettin
     )
 
 
+@contextmanager
+def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings):
+    """Set up one Bergson command's output directory; it is moved into place only on success.
+
+    Yields (directory, IndexConfig, token rows). The directory holds `input/` (the exact
+    input_ids + labels Bergson reads), `run/` (Bergson's run) and `timing.json`.
+    """
+    from .io import atomic_path, write_json
+    from .tokens import attribution_view
+
+    tokens = _check_token_rows(tokens_dir, settings)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        view_dir = tmp / "input"
+        attribution_view(tokens).save_to_disk(str(view_dir))
+        start = time.perf_counter()
+        yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings), tokens
+        write_json(_timing(start, tokens), tmp / "timing.json")
+
+
 def reduce_query(adapter_dir, val_tokens_dir, out_dir, settings: AttributionSettings) -> None:
     """Aggregate the validation rows' gradients into one query (mean of unit gradients)."""
     from bergson.cli.commands import Reduce
     from bergson.config.config import PreprocessConfig
 
-    from .io import atomic_path, write_json
-    from .tokens import attribution_view
-
-    tokens = _check_token_rows(val_tokens_dir, settings)
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        view_dir = tmp / "input"
-        attribution_view(tokens).save_to_disk(str(view_dir))
-        start = time.perf_counter()
+    with _bergson_run(adapter_dir, val_tokens_dir, out_dir, settings) as (_, index_cfg, tokens):
         Reduce(
-            index_cfg=_index_config(tmp / "run", adapter_dir, view_dir, settings),
+            index_cfg=index_cfg,
             preprocess_cfg=PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation="mean"),
         ).execute()
-        write_json(_timing(start, tokens), tmp / "timing.json")
     log.info("query from %d validation rows written to %s", len(tokens), out_dir)
 
 
@@ -120,24 +132,19 @@ def score_train(
     from bergson.cli.commands import Score
     from bergson.config.config import PreprocessConfig, ScoreConfig
 
-    from .io import atomic_path, write_json, write_parquet
-    from .tokens import attribution_view
+    from .io import write_parquet
 
-    tokens = _check_token_rows(train_tokens_dir, settings)
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        view_dir = tmp / "input"
-        attribution_view(tokens).save_to_disk(str(view_dir))
-        start = time.perf_counter()
+    with _bergson_run(adapter_dir, train_tokens_dir, out_dir, settings) as (tmp, index_cfg, tokens):
         Score(
             score_cfg=ScoreConfig(
                 query_path=str(query_run(query_dir)),
                 score="individual",
                 precision=resolve_precision(settings.precision),
             ),
-            index_cfg=_index_config(tmp / "run", adapter_dir, view_dir, settings),
+            index_cfg=index_cfg,
+            # The query is already aggregated and normalised (its config.yaml says so).
             preprocess_cfg=PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation="none"),
         ).execute()
-        write_json(_timing(start, tokens), tmp / "timing.json")
         scores = read_scores(tmp / "run", tokens)
     write_parquet(scores, scores_path)
     log.info("scored %d training rows: %s", len(scores), scores["score"].describe().to_dict())

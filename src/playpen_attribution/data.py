@@ -91,7 +91,7 @@ def load_splits(path: str, name: str | None = None, revision: str | None = None)
             if len(kinds) > 1:
                 raise WorkflowInputError(f"{path}: mix of file types {sorted(kinds)}")
             loaded = datasets.load_dataset(builder, data_files={k: str(v) for k, v in files.items()})
-    elif path.startswith((".", "/")) or local.suffix:
+    elif path.startswith((".", "/")):
         raise WorkflowInputError(f"dataset.path {path!r} does not exist.")
     else:
         loaded = _load_from_hub(path, name, revision)
@@ -102,8 +102,16 @@ def load_splits(path: str, name: str | None = None, revision: str | None = None)
 
 
 def _load_from_hub(path: str, name: str | None, revision: str | None):
+    import logging
+
     import datasets
 
+    if not (revision and re.fullmatch(r"[0-9a-f]{40}", revision)):
+        logging.getLogger(__name__).warning(
+            "dataset.revision=%r is not a commit sha: the hub data may change under this run; "
+            "pin dataset.revision for reproducible results",
+            revision,
+        )
     try:
         return datasets.load_dataset(path, name, revision=revision)
     except Exception as exc:  # the hub raises many types; all mean "could not get it"

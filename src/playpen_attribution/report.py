@@ -43,11 +43,12 @@ def top_bottom(scored: pd.DataFrame, k: int) -> pd.DataFrame:
     return out[TOPK_COLUMNS]
 
 
-def word_influence(scored: pd.DataFrame, val: pd.DataFrame, topk: pd.DataFrame) -> pd.DataFrame:
+def word_influence(scored: pd.DataFrame, val: pd.DataFrame, k: int) -> pd.DataFrame:
     """Influence per target word, plus how often the word was won in train and val."""
     with_word = scored.dropna(subset=["target_word"])
     if with_word.empty:
         raise WorkflowInputError("no training row has a target word; words.parquet needs taboo data")
+    topk = top_bottom(scored, k)
     in_top = set(topk.loc[topk["bucket"] == "top", "row_id"])
     in_bottom = set(topk.loc[topk["bucket"] == "bottom", "row_id"])
     grouped = with_word.assign(
@@ -80,7 +81,14 @@ def _clip(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def topk_markdown(topk: pd.DataFrame, game: str, role: str, n_rows: int, unit_normalize: bool) -> str:
+def topk_markdown(
+    topk: pd.DataFrame,
+    game: str,
+    role: str,
+    n_rows: int,
+    unit_normalize: bool,
+    words: pd.DataFrame | None = None,
+) -> str:
     lines = [
         f"# Most and least influential training rows: {game} / {role}",
         "",
@@ -117,6 +125,19 @@ def topk_markdown(topk: pd.DataFrame, game: str, role: str, n_rows: int, unit_no
             completion = _clip(r.completion, 80).replace("|", "\\|")
             lines.append(
                 f"| {r.rank} | {r.score:.4g} | {r.row_id} | {word} | {r.outcome} | {r.n_turns} | {completion} |"
+            )
+        lines.append("")
+    if words is not None and len(words):
+        lines += [
+            "## Most influential target words",
+            "",
+            "Summed score of each word's training rows (all of them in `words.parquet` / `words.md`):",
+            "",
+        ]
+        for r in words.head(5).itertuples():
+            lines.append(
+                f"- **{r.target_word}**: {r.sum_score:.4g} over {r.count} rows, "
+                f"won in {r.train_success_rate:.0%} of training episodes"
             )
         lines.append("")
     return "\n".join(lines)
@@ -196,24 +217,25 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
 
 
 def write_topk_report(
-    scores_path, train_path, k, unit_normalize, game, role, topk_out, markdown_out, plot_out
+    scores_path, train_path, words_path, k, unit_normalize, game, role, topk_out, markdown_out, plot_out
 ):
+    """The report_topk rule. `words_path` (taboo only) adds the top words to the summary."""
     from .io import write_parquet, write_text
 
     scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
     topk = top_bottom(scored, k)
+    words = pd.read_parquet(words_path) if words_path else None
     write_parquet(topk, topk_out)
-    write_text(topk_markdown(topk, game, role, len(scored), unit_normalize), markdown_out)
+    write_text(topk_markdown(topk, game, role, len(scored), unit_normalize, words), markdown_out)
     plot_scores(scored, topk, plot_out, f"Influence on validation loss: {game} / {role}")
 
 
-def write_words_report(
-    scores_path, train_path, val_path, topk_path, game, role, words_out, markdown_out, plot_out
-):
+def write_words_report(scores_path, train_path, val_path, k, game, role, words_out, markdown_out, plot_out):
+    """The report_words rule."""
     from .io import write_parquet, write_text
 
     scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
-    words = word_influence(scored, pd.read_parquet(val_path), pd.read_parquet(topk_path))
+    words = word_influence(scored, pd.read_parquet(val_path), k)
     write_parquet(words, words_out)
     write_text(words_markdown(words, game, role), markdown_out)
     plot_words(words, plot_out, f"Most influential target words: {game} / {role}")

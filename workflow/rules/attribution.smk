@@ -12,7 +12,7 @@ rule reduce_query:
     resources:
         mem_mb=8000,
     params:
-        attribution=config["attribution"],
+        attribution=config_section("attribution"),
     script:
         "../scripts/reduce_query.py"
 
@@ -33,6 +33,6 @@ rule score_train:
     resources:
         mem_mb=8000,
     params:
-        attribution=config["attribution"],
+        attribution=config_section("attribution"),
     script:
         "../scripts/score_train.py"

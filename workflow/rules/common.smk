@@ -49,6 +49,13 @@ def dataset_input(wildcards):
     return path if is_local_path(path) else []
 
 
+def words_input(wildcards):
+    """words.parquet for taboo (it needs target words), nothing for other games."""
+    if wildcards.game != "taboo":
+        return []
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/words.parquet"
+
+
 def log_path(name):
     return f"{RESULTS}/logs/{{game}}/{{role}}/{name}.log"
 
@@ -61,3 +68,18 @@ def benchmark_path(name):
 def model_input(wildcards):
     path = config["model"]["name_or_path"]
     return path if is_local_path(path) else []
+
+
+def canonical(value):
+    """Dicts with sorted keys, recursively. Snakemake compares params by their text, so key
+    order (which differs between config files) must not look like a parameter change."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def config_section(name):
+    """A config section as rule params, in canonical form."""
+    return canonical(config.get(name, {}))

@@ -6,7 +6,7 @@ rule generate_demo_data:
     benchmark:
         f"{RESULTS}/benchmarks/generate_demo_data.tsv"
     params:
-        settings=config.get("demo_data", {}),
+        settings=config_section("demo_data"),
     script:
         "../scripts/generate_demo_data.py"
 
@@ -23,6 +23,6 @@ rule prepare_data:
     benchmark:
         benchmark_path("prepare_data")
     params:
-        dataset=config["dataset"],
+        dataset=config_section("dataset"),
     script:
         "../scripts/prepare_data.py"

@@ -2,6 +2,9 @@ rule report_topk:
     input:
         scores=rules.score_train.output.scores,
         train=rules.prepare_data.output.train,
+        # taboo only: the summary lists the top target words, and asking for topk.parquet
+        # then also builds words.parquet
+        words=words_input,
     output:
         topk=f"{RESULTS}/{{game}}/{{role}}/topk.parquet",
         summary=report(
@@ -32,7 +35,6 @@ rule report_words:
         scores=rules.score_train.output.scores,
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
-        topk=rules.report_topk.output.topk,
     output:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
         summary=report(
@@ -51,5 +53,7 @@ rule report_words:
         log_path("report_words"),
     benchmark:
         benchmark_path("report_words")
+    params:
+        k=config["report"]["k"],
     script:
         "../scripts/report_words.py"

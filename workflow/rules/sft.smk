@@ -27,8 +27,8 @@ rule tokenize:
     benchmark:
         benchmark_path("tokenize")
     params:
-        model=config["model"],
-        tokenize=config["tokenize"],
+        model=config_section("model"),
+        tokenize=config_section("tokenize"),
     script:
         "../scripts/tokenize.py"
 
@@ -57,9 +57,9 @@ rule train_lora:
     resources:
         mem_mb=8000,
     params:
-        model=config["model"],
-        lora=config["lora"],
-        train=config["train"],
+        model=config_section("model"),
+        lora=config_section("lora"),
+        train=config_section("train"),
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
     script:
@@ -77,6 +77,6 @@ rule bootstrap_adapter:
     benchmark:
         benchmark_path("bootstrap_adapter")
     params:
-        model=config["model"],
+        model=config_section("model"),
     script:
         "../scripts/bootstrap_adapter.py"

@@ -6,6 +6,7 @@ def main(snakemake):
     write_topk_report(
         scores_path=snakemake.input.scores,
         train_path=snakemake.input.train,
+        words_path=snakemake.input.words or None,
         k=snakemake.params.k,
         unit_normalize=snakemake.params.unit_normalize,
         game=snakemake.wildcards.game,

@@ -7,7 +7,7 @@ def main(snakemake):
         scores_path=snakemake.input.scores,
         train_path=snakemake.input.train,
         val_path=snakemake.input.val,
-        topk_path=snakemake.input.topk,
+        k=snakemake.params.k,
         game=snakemake.wildcards.game,
         role=snakemake.wildcards.role,
         words_out=snakemake.output.words,
