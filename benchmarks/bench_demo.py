@@ -80,9 +80,7 @@ def main():
     changed_file.write_text(yaml.safe_dump(changed))
     new_k = snakemake("-n", f"--configfile={changed_file}", *targets, workdir=work, cores=args.cores)
     table = new_k["stdout"].split("Job stats:", 1)[-1]
-    rerun_for_k = sorted(
-        {m[0] for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)} - {"total", "all"}
-    )
+    rerun_for_k = sorted({m[0] for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)} - {"total", "all"})
 
     result = {
         "machine": machine(),

@@ -178,3 +178,13 @@ def test_token_batch_size_smaller_than_a_row_is_a_clear_error(tmp_path, adapter,
     with pytest.raises(WorkflowInputError, match="token_batch_size=8"):
         reduce_query(adapter, val_dir, tmp_path / "query", AttributionSettings(token_batch_size=8))
     assert not (tmp_path / "query").exists()
+
+
+def test_token_batch_size_beyond_the_model_is_a_clear_error(tmp_path, adapter, gemma_tokenizer):
+    from playpen_attribution.errors import WorkflowInputError
+
+    val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[:2], gemma_tokenizer)
+    # the tiny model has max_position_embeddings=512
+    with pytest.raises(WorkflowInputError, match="exceeds the model's maximum length 512"):
+        reduce_query(adapter, val_dir, tmp_path / "query", AttributionSettings(token_batch_size=1024))
+    assert not (tmp_path / "query").exists()

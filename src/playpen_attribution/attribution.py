@@ -58,6 +58,25 @@ def _check_token_rows(tokens_dir, settings: AttributionSettings):
     return tokens
 
 
+def _check_model_limit(adapter_dir, settings: AttributionSettings) -> None:
+    """Bergson refuses a token batch longer than the model's context; say so up front."""
+    import json
+
+    adapter_dir = Path(adapter_dir)
+    config = json.loads((adapter_dir / "config.json").read_text())
+    text_config = config.get("text_config") or {}
+    limits = [config.get("max_position_embeddings"), text_config.get("max_position_embeddings")]
+    tokenizer_config = adapter_dir / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        limits.append(json.loads(tokenizer_config.read_text()).get("model_max_length"))
+    limits = [int(x) for x in limits if isinstance(x, (int, float)) and x > 0]
+    if limits and settings.token_batch_size > min(limits):
+        raise WorkflowInputError(
+            f"attribution.token_batch_size={settings.token_batch_size} exceeds the model's "
+            f"maximum length {min(limits)}; lower it (it must still fit the longest row)"
+        )
+
+
 def _timing(start: float, tokens) -> dict:
     """Wall time of one Bergson command (model load included) and what it processed."""
     return {
@@ -99,6 +118,7 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
     from .io import atomic_path, write_json
     from .tokens import attribution_view
 
+    _check_model_limit(adapter_dir, settings)
     tokens = _check_token_rows(tokens_dir, settings)
     with atomic_path(out_dir, is_dir=True) as tmp:
         view_dir = tmp / "input"
