@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 MASK_MODES = ("completion", "assistant", "all")
 IGNORE_INDEX = -100
-TOKEN_COLUMNS = ("row_id", "input_ids", "completion_mask", "labels", "n_tokens", "n_trained")
 
 
 def render_ids(tokenizer, messages: Sequence[dict], add_generation_prompt: bool = False) -> list[int]:
