@@ -121,6 +121,8 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
     _check_model_limit(adapter_dir, settings)
     tokens = _check_token_rows(tokens_dir, settings)
     with atomic_path(out_dir, is_dir=True) as tmp:
+        # A copy, not the token rows in place: Bergson's dataset `.map` writes cache files
+        # into its input directory, which would change another rule's output.
         view_dir = tmp / "input"
         attribution_view(tokens).save_to_disk(str(view_dir))
         start = time.perf_counter()
