@@ -119,3 +119,9 @@ def test_bootstrap_rejects_a_non_adapter_dir(tmp_path, tiny_gemma_dir):
     with pytest.raises(WorkflowInputError, match="adapter_config.json"):
         bootstrap_adapter(tmp_path, tmp_path / "out", str(tiny_gemma_dir))
     assert not (tmp_path / "out").exists()
+
+
+def test_training_leaves_the_token_rows_untouched(trained, guesser_tokens):
+    """TRL maps over the token rows; nothing may be written into the tokenize rule's output."""
+    for directory in guesser_tokens:
+        assert not list(directory.glob("cache-*")), list(directory.iterdir())

@@ -134,9 +134,11 @@ def save_token_dataset(token_rows: list[dict], path) -> None:
 
 
 def load_token_dataset(path):
+    """Token rows, in memory: a `.map` (TRL's label building) on a dataset loaded from disk
+    writes cache files into its directory, i.e. into the tokenize rule's output."""
     import datasets
 
-    return datasets.load_from_disk(str(path))
+    return datasets.load_from_disk(str(path), keep_in_memory=True)
 
 
 def sft_view(token_ds):
