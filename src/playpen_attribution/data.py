@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import WorkflowInputError
+from .paths import local_split_files, looks_like_local_path
 
 META_FIELDS = ("experiment", "game", "game_role", "model", "outcome", "player_name", "task_id")
+# player_name is the only meta field the workflow never reads; the others may not be null.
+NULLABLE_META_FIELDS = ("player_name",)
 KNOWN_OUTCOMES = ("success", "failure", "aborted")
 SPLITS = {"train": "train", "val": "validation"}  # our name -> the hub's split name
-DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 # The taboo describer's first prompt names the target word; the guesser's never does.
 # The first pattern matches clembench's template, the second the offline demo's.
@@ -51,54 +53,178 @@ def hub_features():
 # --------------------------------------------------------------------------- loading
 
 
-def _local_split_files(directory: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for hub_split in SPLITS.values():
-        candidates = [directory / f"{hub_split}{s}" for s in DATA_FILE_SUFFIXES]
-        existing = [c for c in candidates if c.exists()]
-        if len(existing) > 1:
+def _where(source: str, index: int, line_numbers: bool) -> str:
+    return f"{source} line {index + 1}" if line_numbers else f"{source} row {index}"
+
+
+def check_row(row, where: str) -> None:
+    """Fail, naming the row and the field, unless `row` has the hub schema."""
+    if not isinstance(row, dict):
+        raise WorkflowInputError(
+            f"{where}: a row must be an object with 'messages' and 'meta', got {type(row).__name__}"
+        )
+    for column in ("messages", "meta"):
+        if column not in row:
+            raise WorkflowInputError(f"{where}: no column {column!r}; columns: {sorted(row)}")
+    messages = row["messages"]
+    if not isinstance(messages, list):
+        raise WorkflowInputError(
+            f"{where}: field 'messages' must be a list of {{role, content}} objects, got {type(messages).__name__}"
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
             raise WorkflowInputError(
-                f"{directory}: several files for split {hub_split!r}: " + ", ".join(p.name for p in existing)
+                f"{where}: messages[{i}] must be an object, got {type(message).__name__}"
             )
-        if existing:
-            found[hub_split] = existing[0]
-    return found
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                got = "nothing" if key not in message else type(message[key]).__name__
+                raise WorkflowInputError(f"{where}: messages[{i}].{key} must be a string, got {got}")
+    meta = row["meta"]
+    if not isinstance(meta, dict):
+        raise WorkflowInputError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
+    for field in META_FIELDS:
+        if field not in meta:
+            raise WorkflowInputError(f"{where}: meta has no field {field!r}; fields: {sorted(meta)}")
+        value = meta[field]
+        if value is None and field in NULLABLE_META_FIELDS:
+            continue
+        expected = int if field == "task_id" else str
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise WorkflowInputError(
+                f"{where}: meta.{field} must be {'an integer' if expected is int else 'a string'}, "
+                f"got {'null' if value is None else type(value).__name__}"
+            )
+
+
+def _hub_rows(rows: list) -> list[dict]:
+    """Checked rows reduced to the hub schema's fields (extra keys are not ours to keep)."""
+    return [
+        {
+            "messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]],
+            "meta": {field: row["meta"][field] for field in META_FIELDS},
+        }
+        for row in rows
+    ]
+
+
+def read_split_file(path: str | Path) -> list[dict]:
+    """Rows of one jsonl / json / parquet split file, every row checked (file, row, field)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise WorkflowInputError(f"{path}: not a readable parquet file: {exc}") from None
+        line_numbers = False
+    else:
+        rows = _read_json_rows(path)
+        line_numbers = True
+    if not rows:
+        raise WorkflowInputError(f"{path}: the file has no rows")
+    for index, row in enumerate(rows):
+        check_row(row, _where(str(path), index, line_numbers))
+    return _hub_rows(rows)
+
+
+def _read_json_rows(path: Path) -> list:
+    """JSON lines (or, for `.json`, one JSON array), decoded strictly as UTF-8."""
+    import json
+
+    raw = path.read_bytes()
+    if path.suffix == ".json" and raw.lstrip().startswith(b"["):
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise WorkflowInputError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise WorkflowInputError(f"{path} line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    rows = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WorkflowInputError(
+                f"{path} line {number}: not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+            ) from None
+        if not text.strip():
+            continue
+        try:
+            rows.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise WorkflowInputError(
+                f"{path} line {number}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from None
+    return rows
+
+
+def _checked_dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_list(rows, features=hub_features())
 
 
 def load_splits(path: str, name: str | None = None, revision: str | None = None) -> dict:
     """Return {"train": Dataset, "validation": Dataset} from a hub id or a local directory.
 
     A local directory holds either a `save_to_disk` DatasetDict or `train.*` and
-    `validation.*` files (jsonl or parquet).
+    `validation.*` files (jsonl or parquet). Every row is checked against the hub schema
+    first, so that an error names the file, the row and the field.
     """
-    import datasets
-
-    local = Path(path)
+    local = Path(path).expanduser()
     if local.is_dir():
-        if (local / "dataset_dict.json").exists():
-            loaded = datasets.load_from_disk(str(local))
+        files = local_split_files(local)
+        if "save_to_disk" in files:
+            import datasets
+
+            loaded = _checked_datasets(datasets.load_from_disk(str(local)), str(local))
         else:
-            files = _local_split_files(local)
-            missing = [s for s in SPLITS.values() if s not in files]
+            missing = [s for s in SPLITS.values() if not files[s]]
             if missing:
                 raise WorkflowInputError(
                     f"dataset.path {path!r} is a directory without the split file(s) "
                     f"{missing}: expected train.jsonl|parquet and validation.jsonl|parquet, "
                     "or a datasets.save_to_disk directory."
                 )
-            kinds = {f.suffix for f in files.values()}
-            builder = "parquet" if kinds == {".parquet"} else "json"
-            if len(kinds) > 1:
-                raise WorkflowInputError(f"{path}: mix of file types {sorted(kinds)}")
-            loaded = datasets.load_dataset(builder, data_files={k: str(v) for k, v in files.items()})
-    elif path.startswith((".", "/")):
-        raise WorkflowInputError(f"dataset.path {path!r} does not exist.")
+            several = {s: f for s, f in files.items() if len(f) > 1}
+            if several:
+                split, found = next(iter(several.items()))
+                raise WorkflowInputError(
+                    f"{local}: several files for split {split!r}: " + ", ".join(p.name for p in found)
+                )
+            loaded = {s: _checked_dataset(read_split_file(f[0])) for s, f in files.items()}
+    elif looks_like_local_path(path):
+        raise WorkflowInputError(
+            f"dataset.path {path!r} does not exist (relative paths are read from {Path.cwd()})"
+        )
     else:
-        loaded = _load_from_hub(path, name, revision)
+        loaded = _checked_datasets(_load_from_hub(path, name, revision), path)
     missing = [s for s in SPLITS.values() if s not in loaded]
     if missing:
         raise WorkflowInputError(f"dataset {path!r} has no split(s) {missing}; found {sorted(loaded)}")
     return {s: loaded[s] for s in SPLITS.values()}
+
+
+def _checked_datasets(loaded, source: str) -> dict:
+    """Check every row of an Arrow-backed DatasetDict (hub or save_to_disk)."""
+    out = {}
+    for split in loaded:
+        dataset = loaded[split]
+        for column in ("messages", "meta"):
+            if column not in dataset.column_names:
+                raise WorkflowInputError(
+                    f"{source} split {split!r} has no column {column!r}; columns: {dataset.column_names}"
+                )
+        if len(dataset) == 0:
+            raise WorkflowInputError(f"{source} split {split!r} has no rows")
+        rows = dataset.select_columns(["messages", "meta"]).to_list()
+        for index, row in enumerate(rows):
+            check_row(row, f"{source} split {split!r} row {index}")
+        out[split] = _checked_dataset(_hub_rows(rows))
+    return out
 
 
 def _load_from_hub(path: str, name: str | None, revision: str | None):
@@ -149,7 +275,7 @@ def game_role_counts(metas: Iterable[dict]) -> Counter:
 
 
 def _format_pairs(counts: Counter) -> str:
-    return "\n".join(f"  {g} / {r}: {n} rows" for (g, r), n in sorted(counts.items()))
+    return ", ".join(f"{g}/{r} ({n} rows)" for (g, r), n in sorted(counts.items()))
 
 
 # --------------------------------------------------------------------------- conversion
@@ -158,8 +284,8 @@ def _format_pairs(counts: Counter) -> str:
 def split_conversation(messages: list[dict]) -> tuple[list[dict], dict] | None:
     """Split at the final assistant turn: (prompt messages, completion message).
 
-    Returns None if there is no assistant turn. Turns after the last assistant turn
-    (never seen in real data) are not part of the training example.
+    Returns None if there is no assistant turn. Turns after the last assistant turn are
+    not part of the training example (the caller counts them).
     """
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
@@ -197,6 +323,17 @@ def describer_target_words(
     return words
 
 
+# Counts that a researcher should see: each is logged as a WARNING when non-zero and
+# stated in the reports. (summary key, what it means)
+NOTABLE_COUNTS = {
+    "dropped_empty_completion": "rows dropped: empty final assistant turn",
+    "kept_empty_completion": "rows kept with an empty final assistant turn (keep_empty_completions)",
+    "exact_duplicates": "rows kept that exactly repeat an earlier row (messages and meta)",
+    "trailing_turns_removed": "rows whose turns after the final assistant turn were removed",
+    "dropped_no_assistant_turn": "rows dropped: no assistant turn",
+}
+
+
 def prepare_split(
     split_name: str,
     dataset,
@@ -204,20 +341,28 @@ def prepare_split(
     role: str,
     drop_outcomes: Iterable[str],
     target_word_patterns: Iterable[str] = DEFAULT_TARGET_WORD_PATTERNS,
+    keep_empty_completions: bool = False,
 ) -> tuple[list[dict], dict]:
     """Filter one split to game x role and convert it. Returns (records, summary)."""
+    import json
+
     check_schema(split_name, dataset)
     drop_outcomes = set(drop_outcomes)
     metas = dataset["meta"]
     counts = game_role_counts(metas)
     selected = [i for i, m in enumerate(metas) if m["game"] == game and m["game_role"] == role]
+    if not selected:
+        raise WorkflowInputError(
+            f"no rows for game {game!r}, role {role!r} in split {split_name!r}. "
+            f"Available (game, role) pairs: {_format_pairs(counts)}"
+        )
     summary: dict[str, Any] = {
         "rows_read": len(metas),
         "rows_for_game_role": len(selected),
         "dropped_outcome": Counter(),
-        "dropped_no_assistant_turn": 0,
         "unrecognised_outcome": Counter(),
         "target_word_missing": 0,
+        **{key: 0 for key in NOTABLE_COUNTS},
     }
     patterns = list(target_word_patterns)
     word_by_episode = {}
@@ -227,7 +372,7 @@ def prepare_split(
         ]
         word_by_episode = describer_target_words(dataset.select(describer_idx).to_list(), patterns)
 
-    records = []
+    records, seen = [], set()
     for index, row in zip(selected, dataset.select(selected).to_list()):
         meta = row["meta"]
         outcome = meta["outcome"]
@@ -241,6 +386,17 @@ def prepare_split(
             summary["dropped_no_assistant_turn"] += 1
             continue
         prompt, completion = parts
+        if len(prompt) + 1 < len(row["messages"]):
+            summary["trailing_turns_removed"] += 1
+        if not completion["content"].strip():
+            if not keep_empty_completions:
+                summary["dropped_empty_completion"] += 1
+                continue
+            summary["kept_empty_completion"] += 1
+        fingerprint = json.dumps([row["messages"], meta], sort_keys=True)
+        if fingerprint in seen:
+            summary["exact_duplicates"] += 1
+        seen.add(fingerprint)
         target_word = None
         if game == "taboo":
             target_word = word_by_episode.get((meta["experiment"], meta["task_id"], meta["model"]))
@@ -260,16 +416,11 @@ def prepare_split(
     summary["kept"] = len(records)
     summary["dropped_outcome"] = dict(summary["dropped_outcome"])
     summary["unrecognised_outcome"] = dict(summary["unrecognised_outcome"])
-    if not selected:
-        raise WorkflowInputError(
-            f"no rows for game {game!r}, role {role!r} in split {split_name!r}. "
-            f"Available (game, role) pairs:\n{_format_pairs(counts)}"
-        )
     if not records:
         raise WorkflowInputError(
             f"split {split_name!r} is empty after filtering game {game!r}, role {role!r} "
-            f"({summary['rows_for_game_role']} rows before dropping outcomes {sorted(drop_outcomes)}"
-            f" and chats without an assistant turn)."
+            f"({summary['rows_for_game_role']} rows before dropping outcomes {sorted(drop_outcomes)}, "
+            "empty completions and chats without an assistant turn)."
         )
     return records, summary
 
@@ -291,13 +442,14 @@ def prepare(
     role: str,
     drop_outcomes: Iterable[str],
     target_word_patterns: Iterable[str] = DEFAULT_TARGET_WORD_PATTERNS,
+    keep_empty_completions: bool = False,
 ):
     """Load, filter and convert both splits. Returns ({"train": df, "val": df}, summary)."""
     splits = load_splits(dataset_path, dataset_name, dataset_revision)
     frames, summary = {}, {"game": game, "role": role, "dataset": dataset_path, "splits": {}}
     for ours, theirs in SPLITS.items():
         records, split_summary = prepare_split(
-            ours, splits[theirs], game, role, drop_outcomes, target_word_patterns
+            ours, splits[theirs], game, role, drop_outcomes, target_word_patterns, keep_empty_completions
         )
         frames[ours] = records_to_frame(records)
         summary["splits"][ours] = split_summary
@@ -321,6 +473,9 @@ def prepare_to_files(train_path, val_path, summary_path, **kwargs) -> dict:
                 KNOWN_OUTCOMES,
                 info["unrecognised_outcome"],
             )
+        notable = {key: info[key] for key in NOTABLE_COUNTS if info[key]}
+        if notable:
+            log.warning("%s: %s", split, "; ".join(f"{NOTABLE_COUNTS[k]}: {n}" for k, n in notable.items()))
     write_parquet(frames["train"], train_path)
     write_parquet(frames["val"], val_path)
     write_json(summary, summary_path)

@@ -166,6 +166,45 @@ def words_markdown(words: pd.DataFrame, game: str, role: str, n: int = 15) -> st
     return "\n".join(lines) + "\n"
 
 
+def data_counts_markdown(data_summary: dict, tokens_summary: dict) -> str:
+    """What happened to the rows before they were scored, per split (data/summary.json and
+    tokens/summary.json): what was dropped, and what was kept but deserves a look."""
+    lines = [
+        "## Data",
+        "",
+        "| | train | val |",
+        "|---|---|---|",
+    ]
+    splits = ("train", "val")
+    data = [data_summary["splits"][s] for s in splits]
+    tokens = [tokens_summary[s] for s in splits]
+
+    def row(label, values):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in values) + " |")
+
+    row("rows of this game and role", [d["rows_for_game_role"] for d in data])
+    row("dropped: outcome", [sum(d["dropped_outcome"].values()) for d in data])
+    row("dropped: no assistant turn", [d["dropped_no_assistant_turn"] for d in data])
+    row("dropped: empty completion", [d.get("dropped_empty_completion", 0) for d in data])
+    row("dropped: longer than tokenize.max_length", [t["dropped_too_long"] for t in tokens])
+    row("**scored / used**", [t["rows_out"] for t in tokens])
+    row("kept: empty completion", [d.get("kept_empty_completion", 0) for d in data])
+    row("kept: exact duplicates of an earlier row", [d.get("exact_duplicates", 0) for d in data])
+    row(
+        "kept: turns after the final assistant turn removed",
+        [d.get("trailing_turns_removed", 0) for d in data],
+    )
+    row("kept: no target word recovered", [d["target_word_missing"] for d in data])
+    return "\n".join(lines) + "\n"
+
+
+def _read_json(path):
+    import json
+
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def plot_scores(scored: pd.DataFrame, topk: pd.DataFrame, path, title: str) -> None:
     """Histogram of scores by outcome, with the top-k / bottom-k thresholds marked."""
     import matplotlib
@@ -217,7 +256,18 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
 
 
 def write_topk_report(
-    scores_path, train_path, words_path, k, unit_normalize, game, role, topk_out, markdown_out, plot_out
+    scores_path,
+    train_path,
+    words_path,
+    data_summary_path,
+    tokens_summary_path,
+    k,
+    unit_normalize,
+    game,
+    role,
+    topk_out,
+    markdown_out,
+    plot_out,
 ):
     """The report_topk rule. `words_path` (taboo only) adds the top words to the summary."""
     from .io import write_parquet, write_text
@@ -225,17 +275,33 @@ def write_topk_report(
     scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
     topk = top_bottom(scored, k)
     words = pd.read_parquet(words_path) if words_path else None
+    counts = data_counts_markdown(_read_json(data_summary_path), _read_json(tokens_summary_path))
     write_parquet(topk, topk_out)
-    write_text(topk_markdown(topk, game, role, len(scored), unit_normalize, words), markdown_out)
+    write_text(
+        topk_markdown(topk, game, role, len(scored), unit_normalize, words) + "\n" + counts, markdown_out
+    )
     plot_scores(scored, topk, plot_out, f"Influence on validation loss: {game} / {role}")
 
 
-def write_words_report(scores_path, train_path, val_path, k, game, role, words_out, markdown_out, plot_out):
+def write_words_report(
+    scores_path,
+    train_path,
+    val_path,
+    data_summary_path,
+    tokens_summary_path,
+    k,
+    game,
+    role,
+    words_out,
+    markdown_out,
+    plot_out,
+):
     """The report_words rule."""
     from .io import write_parquet, write_text
 
     scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
     words = word_influence(scored, pd.read_parquet(val_path), k)
+    counts = data_counts_markdown(_read_json(data_summary_path), _read_json(tokens_summary_path))
     write_parquet(words, words_out)
-    write_text(words_markdown(words, game, role), markdown_out)
+    write_text(words_markdown(words, game, role) + "\n" + counts, markdown_out)
     plot_words(words, plot_out, f"Most influential target words: {game} / {role}")

@@ -169,6 +169,15 @@ def tokenize_to_files(
                 f"split {split!r}: every row is longer than tokenize.max_length={max_length}"
             )
         log.info("%s: %s", split, {k: v for k, v in split_summary.items() if k != "dropped_row_ids"})
+        if split_summary["dropped_too_long"]:
+            log.warning(
+                "%s: %d of %d rows dropped as longer than tokenize.max_length=%d tokens, e.g. %s",
+                split,
+                split_summary["dropped_too_long"],
+                split_summary["rows_in"],
+                max_length,
+                split_summary["dropped_row_ids"][:3],
+            )
         summary[split] = split_summary
         results[split] = token_rows
     save_token_dataset(results["train"], out_train)

@@ -13,6 +13,7 @@ rule reduce_query:
         mem_mb=8000,
     params:
         attribution=config_section("attribution"),
+        code=code("reduce_query.py"),
     script:
         "../scripts/reduce_query.py"
 
@@ -34,5 +35,6 @@ rule score_train:
         mem_mb=8000,
     params:
         attribution=config_section("attribution"),
+        code=code("score_train.py"),
     script:
         "../scripts/score_train.py"

@@ -1,17 +1,27 @@
 # Helpers and wildcard constraints shared by every rule. Light imports only.
 import os
+from pathlib import Path
 
-RESULTS = "results"
+from playpen_attribution.codeversion import code_version
+from playpen_attribution.paths import looks_like_local_path, tracked_data_files
+
+# One result tree per run setup (config `results`): the demo writes under results/demo/,
+# the research config under results/, so neither run ever touches the other's outputs.
+RESULTS = config["results"]
 # Outputs of the offline demo's own rules; a config that names them gets them built.
-DEMO_DATA_DIR = f"{RESULTS}/demo/playpen-data"
-DEMO_MODEL_DIR = f"{RESULTS}/models/gemma-3-270m"
+DEMO_DATA_DIR = "results/demo/playpen-data"
+DEMO_DATA_FILES = [f"{DEMO_DATA_DIR}/train.jsonl", f"{DEMO_DATA_DIR}/validation.jsonl"]
+DEMO_MODEL_DIR = "results/demo/models/gemma-3-270m"
 
 # Threads for the torch-heavy jobs; Snakemake scales this down to --cores and exports it
 # as OMP_NUM_THREADS, which torch follows.
 MAX_THREADS = config["threads"]
 
-GAMES = sorted(config["targets"])
-ROLES = sorted({role for roles in config["targets"].values() for role in roles})
+# `targets` is a list, so a config overlay replaces it whole (Snakemake merges dicts
+# key by key, so a dict could never drop a game). The schema refuses an empty list.
+TARGETS = [(t["game"], t["role"]) for t in config["targets"]]
+GAMES = sorted({game for game, _ in TARGETS})
+ROLES = sorted({role for _, role in TARGETS})
 
 
 wildcard_constraints:
@@ -19,34 +29,63 @@ wildcard_constraints:
     role="|".join(ROLES),
 
 
-def game_role_pairs():
-    return [(game, role) for game in GAMES for role in config["targets"][game]]
-
-
 def per_target(pattern):
-    """Expand a results/{game}/{role}/... pattern over the configured game x role pairs."""
-    return [pattern.format(game=game, role=role) for game, role in game_role_pairs()]
+    """Expand a {results}/{game}/{role}/... pattern over the configured game x role pairs."""
+    return [pattern.format(game=game, role=role) for game, role in TARGETS]
 
 
 def all_targets():
     targets = per_target(f"{RESULTS}/{{game}}/{{role}}/topk.parquet")
     # Per-word influence needs target words, which only taboo has.
     targets += [
-        t
-        for t in per_target(f"{RESULTS}/{{game}}/{{role}}/words.parquet")
-        if "/taboo/" in t
+        f"{RESULTS}/{game}/{role}/words.parquet"
+        for game, role in TARGETS
+        if game == "taboo"
     ]
     return targets
 
 
-def is_local_path(path):
-    """A path the workflow reads from disk (and tracks), rather than a hub id."""
-    return path in (DEMO_DATA_DIR, DEMO_MODEL_DIR) or os.path.exists(path)
+def _local_reference(key, path, built_by_rule):
+    """Check a configured path before any job starts: a path that is neither built by a
+    rule nor on disk is a typo, not a hub id."""
+    if path in built_by_rule or not looks_like_local_path(path) or os.path.exists(path):
+        return
+    raise ValueError(
+        f"{key}: {path!r} looks like a local path (it starts with ./ ../ / or has more than "
+        f"one '/') but does not exist relative to {os.getcwd()}; a hub id is 'owner/name'"
+    )
+
+
+_local_reference("dataset.path", config["dataset"]["path"], [DEMO_DATA_DIR])
+_local_reference(
+    "model.name_or_path", config["model"]["name_or_path"], [DEMO_MODEL_DIR]
+)
+if config["model"].get("chat_template") and not os.path.isfile(
+    config["model"]["chat_template"]
+):
+    raise ValueError(
+        f"model.chat_template: {config['model']['chat_template']!r} is not a file"
+    )
 
 
 def dataset_input(wildcards):
+    """The data files themselves, not their directory: rewriting a file inside a
+    directory does not change the directory's mtime, so Snakemake would not see it."""
     path = config["dataset"]["path"]
-    return path if is_local_path(path) else []
+    if path == DEMO_DATA_DIR:
+        return DEMO_DATA_FILES
+    if looks_like_local_path(path) or os.path.exists(path):
+        return tracked_data_files(path) or [path]
+    return []  # a hub id: pinned by dataset.revision
+
+
+def model_input(wildcards):
+    path = config["model"]["name_or_path"]
+    return path if path == DEMO_MODEL_DIR or os.path.exists(path) else []
+
+
+def chat_template_input(wildcards):
+    return config["model"].get("chat_template") or []
 
 
 def words_input(wildcards):
@@ -65,9 +104,14 @@ def benchmark_path(name):
     return f"{RESULTS}/benchmarks/{{game}}/{{role}}/{name}.tsv"
 
 
-def model_input(wildcards):
-    path = config["model"]["name_or_path"]
-    return path if is_local_path(path) else []
+PACKAGE_DIR = Path(workflow.basedir) / "src" / "playpen_attribution"
+SCRIPTS_DIR = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def code(script_name):
+    """Hash of the package modules that a rule's script runs (see codeversion.py): a
+    param, so that editing e.g. tokens.py reruns tokenize and what depends on it."""
+    return code_version(SCRIPTS_DIR / script_name, PACKAGE_DIR)
 
 
 def canonical(value):

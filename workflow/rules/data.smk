@@ -1,12 +1,13 @@
 rule generate_demo_data:
     output:
-        directory(DEMO_DATA_DIR),
+        DEMO_DATA_FILES,
     log:
         f"{RESULTS}/logs/generate_demo_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate_demo_data.tsv"
     params:
         settings=config_section("demo_data"),
+        code=code("generate_demo_data.py"),
     script:
         "../scripts/generate_demo_data.py"
 
@@ -24,5 +25,6 @@ rule prepare_data:
         benchmark_path("prepare_data")
     params:
         dataset=config_section("dataset"),
+        code=code("prepare_data.py"),
     script:
         "../scripts/prepare_data.py"

@@ -5,6 +5,8 @@ rule report_topk:
         # taboo only: the summary lists the top target words, and asking for topk.parquet
         # then also builds words.parquet
         words=words_input,
+        data_summary=rules.prepare_data.output.summary,
+        tokens_summary=rules.tokenize.output.summary,
     output:
         topk=f"{RESULTS}/{{game}}/{{role}}/topk.parquet",
         summary=report(
@@ -26,6 +28,7 @@ rule report_topk:
     params:
         k=config["report"]["k"],
         unit_normalize=config["attribution"]["unit_normalize"],
+        code=code("report_topk.py"),
     script:
         "../scripts/report_topk.py"
 
@@ -35,6 +38,8 @@ rule report_words:
         scores=rules.score_train.output.scores,
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
+        data_summary=rules.prepare_data.output.summary,
+        tokens_summary=rules.tokenize.output.summary,
     output:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
         summary=report(
@@ -55,5 +60,6 @@ rule report_words:
         benchmark_path("report_words")
     params:
         k=config["report"]["k"],
+        code=code("report_words.py"),
     script:
         "../scripts/report_words.py"

@@ -8,6 +8,8 @@ rule prepare_demo_model:
     threads: MAX_THREADS
     resources:
         mem_mb=6000,
+    params:
+        code=code("prepare_demo_model.py"),
     script:
         "../scripts/prepare_demo_model.py"
 
@@ -17,6 +19,7 @@ rule tokenize:
         train=f"{RESULTS}/{{game}}/{{role}}/data/train.parquet",
         val=f"{RESULTS}/{{game}}/{{role}}/data/val.parquet",
         model=model_input,
+        chat_template=chat_template_input,
     output:
         train=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/train"),
         val=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/val"),
@@ -29,6 +32,7 @@ rule tokenize:
     params:
         model=config_section("model"),
         tokenize=config_section("tokenize"),
+        code=code("tokenize.py"),
     script:
         "../scripts/tokenize.py"
 
@@ -62,6 +66,7 @@ rule train_lora:
         train=config_section("train"),
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
+        code=code("train_lora.py"),
     script:
         "../scripts/train_lora.py"
 
@@ -78,5 +83,6 @@ rule bootstrap_adapter:
         benchmark_path("bootstrap_adapter")
     params:
         model=config_section("model"),
+        code=code("bootstrap_adapter.py"),
     script:
         "../scripts/bootstrap_adapter.py"

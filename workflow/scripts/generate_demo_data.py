@@ -1,12 +1,20 @@
+import os
+import tempfile
+from pathlib import Path
+
 from playpen_attribution.demo_data import write_demo_dataset
-from playpen_attribution.io import atomic_path
 from playpen_attribution.smk import log, run_step
 
 
 def main(snakemake):
-    with atomic_path(snakemake.output[0], is_dir=True) as tmp:
+    # Written beside the outputs, then moved: an interrupted run leaves no partial file.
+    out_dir = Path(snakemake.output[0]).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".generate.") as tmp:
         counts = write_demo_dataset(tmp, **snakemake.params.settings)
-    log.info("wrote demo dataset %s: %s", snakemake.output[0], counts)
+        for path in snakemake.output:
+            os.replace(Path(tmp) / Path(path).name, path)
+    log.info("wrote demo dataset %s: %s", out_dir, counts)
 
 
 run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

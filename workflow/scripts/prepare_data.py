@@ -12,6 +12,7 @@ def main(snakemake):
         role=snakemake.wildcards.role,
         drop_outcomes=ds["drop_outcomes"],
         target_word_patterns=ds["target_word_patterns"],
+        keep_empty_completions=ds["keep_empty_completions"],
         train_path=snakemake.output.train,
         val_path=snakemake.output.val,
         summary_path=snakemake.output.summary,

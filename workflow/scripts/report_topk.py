@@ -7,6 +7,8 @@ def main(snakemake):
         scores_path=snakemake.input.scores,
         train_path=snakemake.input.train,
         words_path=snakemake.input.words or None,
+        data_summary_path=snakemake.input.data_summary,
+        tokens_summary_path=snakemake.input.tokens_summary,
         k=snakemake.params.k,
         unit_normalize=snakemake.params.unit_normalize,
         game=snakemake.wildcards.game,

@@ -7,6 +7,8 @@ def main(snakemake):
         scores_path=snakemake.input.scores,
         train_path=snakemake.input.train,
         val_path=snakemake.input.val,
+        data_summary_path=snakemake.input.data_summary,
+        tokens_summary_path=snakemake.input.tokens_summary,
         k=snakemake.params.k,
         game=snakemake.wildcards.game,
         role=snakemake.wildcards.role,

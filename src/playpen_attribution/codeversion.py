@@ -1,0 +1,64 @@
+"""A content hash of the package code that a rule's script runs.
+
+Snakemake's code trigger sees only a rule's `script:` file, and ours are thin: the logic
+lives in this package. Each rule therefore gets a `code` param: a hash of the modules its
+script imports, followed transitively through the package's own imports (including imports
+inside functions). Parameters are stored with each output, so a change of the hash plans
+the rule again. The hash is over the parsed syntax tree, so comments and formatting don't
+count, and over file contents rather than mtimes, so a fresh checkout reruns nothing.
+
+Light (stdlib only): the Snakefile imports it at parse time.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+PACKAGE = "playpen_attribution"
+
+
+def _imported_modules(tree: ast.AST, current: str | None) -> set[str]:
+    """Names of package modules imported anywhere in `tree` (`current`: the module's name)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == PACKAGE and len(parts) > 1:
+                    found.add(parts[1])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module and node.module.split(".")[0] == PACKAGE:
+                parts = node.module.split(".")
+                names = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
+            elif node.level == 1 and current is not None:
+                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            else:
+                continue
+            found.update(names)
+    return found
+
+
+def module_closure(script: str | Path, package_dir: str | Path) -> list[Path]:
+    """The package modules that `script` runs: its imports and theirs, sorted."""
+    package_dir = Path(package_dir)
+    seen: dict[str, Path] = {}
+    todo = _imported_modules(ast.parse(Path(script).read_text()), None) | {"__init__"}
+    while todo:
+        name = todo.pop()
+        path = package_dir / f"{name}.py"
+        if name in seen or not path.exists():  # a name imported from __init__, not a module
+            continue
+        seen[name] = path
+        todo |= _imported_modules(ast.parse(path.read_text()), name) - set(seen)
+    return [seen[name] for name in sorted(seen)]
+
+
+def code_version(script: str | Path, package_dir: str | Path) -> str:
+    """Hash of the syntax trees of the modules `script` runs (16 hex digits)."""
+    digest = hashlib.sha256()
+    for path in module_closure(script, package_dir):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(ast.dump(ast.parse(path.read_text())).encode() + b"\0")
+    return digest.hexdigest()[:16]
