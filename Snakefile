@@ -1,7 +1,10 @@
 # Training-data attribution on playpen game-play chats.
 # Keep heavy imports (torch, transformers, bergson) out of this file and the .smk files:
 # they cost ~26 s per process and a dry run should take seconds.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from playpen_attribution.configcheck import config_errors
 
 min_version("9.0")
 
@@ -9,7 +12,14 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+CONFIG_SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+_problems = config_errors(config, CONFIG_SCHEMA)
+if _problems:
+    raise WorkflowError(
+        "invalid config (see workflow/schemas/config.schema.yaml):\n  "
+        + "\n  ".join(_problems)
+    )
+validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 
 include: "workflow/rules/common.smk"

@@ -131,15 +131,16 @@ def test_unknown_game_role_lists_available_pairs(small_dataset):
         prepare(str(small_dataset), None, None, "taboo", "Referee", ["aborted"])
     message = str(err.value)
     assert "'Referee'" in message
-    assert "taboo / WordGuesser: 6 rows" in message
-    assert "wordle / Guesser: 1 rows" in message
+    assert "taboo/WordGuesser (6 rows)" in message
+    assert "wordle/Guesser (1 rows)" in message
+    assert len(message.splitlines()) == 1
 
 
 def test_missing_column_is_named(tmp_path):
     rows = [{"messages": chat("u", "a")}]
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", rows)
-    with pytest.raises(WorkflowInputError, match="no column 'meta'"):
+    with pytest.raises(WorkflowInputError, match=r"train.jsonl line 1: no column 'meta'"):
         prepare(str(tmp_path), None, None, "taboo", "WordGuesser", [])
 
 
@@ -148,7 +149,7 @@ def test_missing_meta_field_is_named(tmp_path):
     del row["meta"]["outcome"]
     write_jsonl(tmp_path / "train.jsonl", [row])
     write_jsonl(tmp_path / "validation.jsonl", [row])
-    with pytest.raises(WorkflowInputError, match="meta has no field 'outcome'"):
+    with pytest.raises(WorkflowInputError, match=r"train.jsonl line 1: meta has no field 'outcome'"):
         prepare(str(tmp_path), None, None, "taboo", "WordGuesser", [])
 
 
@@ -190,9 +191,17 @@ def test_unreachable_hub_gives_short_actionable_error(monkeypatch):
     assert "Traceback" not in message and len(message.splitlines()) <= 4
 
 
-def test_missing_local_path_is_an_error():
-    with pytest.raises(WorkflowInputError, match="does not exist"):
-        load_splits("./no/such/dir", None, None)
+@pytest.mark.parametrize("path", ["./no-such-dir", "../no-such-dir", "no/such/dir", "/no/such/dir"])
+def test_missing_local_path_is_an_error_not_a_hub_lookup(path):
+    with pytest.raises(WorkflowInputError) as err:
+        load_splits(path, None, None)
+    assert "does not exist" in str(err.value) and "hub" not in str(err.value).lower()
+
+
+def test_existing_relative_directory_without_slash_is_a_path(small_dataset, monkeypatch):
+    monkeypatch.chdir(small_dataset.parent)
+    splits = load_splits(small_dataset.name)
+    assert len(splits["train"]) == 11
 
 
 def test_save_to_disk_and_parquet_directories_load(small_dataset, tmp_path):
@@ -225,3 +234,144 @@ def test_real_reference_sample_parses():
     assert summary["dropped_outcome"] == {"aborted": 1}
     words = {r["task_id"]: r["target_word"] for r in records}
     assert words[0] == "winter" and words[3] == "feather"
+
+
+# --------------------------------------------------------------------------- bad rows
+# Each error names the file, the row (line number for JSON lines) and the field.
+
+
+def _write_split_text(directory, train_text: bytes, val_rows=None):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.jsonl").write_bytes(train_text)
+    write_jsonl(directory / "validation.jsonl", val_rows or taboo_pair("winter", 0))
+
+
+def _jsonl(rows) -> bytes:
+    import json
+
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def _prepare_error(directory) -> str:
+    with pytest.raises(WorkflowInputError) as err:
+        prepare(str(directory), None, None, "taboo", "WordGuesser", ["aborted"])
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    return message
+
+
+def test_messages_as_a_string_names_line_and_field(tmp_path):
+    rows = taboo_pair("winter", 0)
+    rows[1]["messages"] = "GUESS: winter"
+    _write_split_text(tmp_path, _jsonl(rows))
+    message = _prepare_error(tmp_path)
+    assert "train.jsonl line 2" in message and "'messages' must be a list" in message and "str" in message
+
+
+def test_non_utf8_bytes_name_file_line_and_byte(tmp_path):
+    text = _jsonl(taboo_pair("winter", 0) + taboo_pair("rifle", 1))
+    lines = text.split(b"\n")
+    lines[2] = lines[2].replace(b"CLUE", b"CL\xffUE", 1)
+    _write_split_text(tmp_path, b"\n".join(lines))
+    message = _prepare_error(tmp_path)
+    assert "train.jsonl line 3" in message and "not valid UTF-8" in message and "0xff" in message
+
+
+def test_bad_json_names_file_and_line(tmp_path):
+    text = _jsonl(taboo_pair("winter", 0)) + b'{"messages": [\n'
+    _write_split_text(tmp_path, text)
+    message = _prepare_error(tmp_path)
+    assert "train.jsonl line 3: invalid JSON" in message
+
+
+def test_empty_validation_file_is_named(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", taboo_pair("winter", 0))
+    (tmp_path / "validation.jsonl").write_text("")
+    message = _prepare_error(tmp_path)
+    assert "validation.jsonl: the file has no rows" in message
+
+
+def test_outcome_missing_in_every_row_is_named(tmp_path):
+    rows = taboo_pair("winter", 0) + taboo_pair("rifle", 1)
+    for row in rows:
+        del row["meta"]["outcome"]
+    _write_split_text(tmp_path, _jsonl(rows))
+    message = _prepare_error(tmp_path)
+    assert "train.jsonl line 1: meta has no field 'outcome'" in message
+
+
+def test_outcome_missing_in_one_row_names_that_row_and_field(tmp_path):
+    """datasets would read `meta` as a JSON column here and blame 'experiment'."""
+    rows = taboo_pair("winter", 0) + taboo_pair("rifle", 1)
+    del rows[3]["meta"]["outcome"]
+    _write_split_text(tmp_path, _jsonl(rows))
+    message = _prepare_error(tmp_path)
+    assert "train.jsonl line 4: meta has no field 'outcome'" in message
+    assert "experiment" not in message.split("fields:")[0]
+
+
+def test_wrong_meta_type_is_named(tmp_path):
+    rows = taboo_pair("winter", 0)
+    rows[0]["meta"]["task_id"] = "zero"
+    _write_split_text(tmp_path, _jsonl(rows))
+    assert "train.jsonl line 1: meta.task_id must be an integer, got str" in _prepare_error(tmp_path)
+
+
+def test_bad_row_in_parquet_names_file_and_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = taboo_pair("winter", 0) + taboo_pair("rifle", 1)
+    rows[2]["meta"]["outcome"] = None
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    write_jsonl(tmp_path / "validation.jsonl", taboo_pair("winter", 0))
+    assert "train.parquet row 2: meta.outcome must be a string, got null" in _prepare_error(tmp_path)
+
+
+# --------------------------------------------------------------------------- counted
+
+
+def test_empty_completions_duplicates_and_trailing_turns_are_counted(tmp_path):
+    rows = taboo_pair("winter", 0) + taboo_pair("rifle", 1) + taboo_pair("plinth", 2)
+    empty = make_row("taboo", "WordGuesser", "failure", chat("Guess!", "   "), task_id=5)
+    trailing = make_row("taboo", "WordGuesser", "success", chat("Guess!", "GUESS: X", "thanks"), task_id=6)
+    rows += [empty, rows[1], rows[1], trailing]  # rows[1]: the winter guesser row, twice more
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", taboo_pair("winter", 0))
+
+    frames, summary = prepare(str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"])
+    train = summary["splits"]["train"]
+    assert train["dropped_empty_completion"] == 1
+    assert train["exact_duplicates"] == 2
+    assert train["trailing_turns_removed"] == 1
+    assert train["kept"] == len(frames["train"]) == 6  # 3 guessers + 2 duplicates + trailing
+    assert "" not in set(frames["train"]["completion"].str.strip())
+
+    frames, summary = prepare(
+        str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"], keep_empty_completions=True
+    )
+    assert summary["splits"]["train"]["kept_empty_completion"] == 1
+    assert summary["splits"]["train"]["dropped_empty_completion"] == 0
+    assert len(frames["train"]) == 7
+
+
+def test_counts_are_logged_as_warnings(tmp_path, caplog):
+    rows = taboo_pair("winter", 0)
+    rows.append(rows[1])
+    write_jsonl(tmp_path / "d" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "d" / "validation.jsonl", taboo_pair("winter", 0))
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        prepare_to_files(
+            train_path=out / "train.parquet",
+            val_path=out / "val.parquet",
+            summary_path=out / "summary.json",
+            dataset_path=str(tmp_path / "d"),
+            dataset_name=None,
+            dataset_revision=None,
+            game="taboo",
+            role="WordGuesser",
+            drop_outcomes=["aborted"],
+        )
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("train" in w and "exactly repeat an earlier row" in w and ": 1" in w for w in warnings)

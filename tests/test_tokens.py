@@ -123,3 +123,31 @@ def test_sft_and_attribution_see_identical_tokens(gemma_tokenizer, tiny_gemma_di
         assert batch["labels"][i, :n].tolist() == bergson_rows[i]["labels"]
         assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
     assert torch.equal(batch["attention_mask"].sum(1), torch.tensor(tokens["n_tokens"]))
+
+
+def test_rows_dropped_as_too_long_are_a_warning(gemma_tokenizer, tmp_path, caplog):
+    import pandas as pd
+
+    from playpen_attribution.tokens import tokenize_to_files
+
+    short = chat("short", "GUESS: A")
+    n_short = len(render_ids(gemma_tokenizer, short))
+    frame = pd.DataFrame({"row_id": ["a", "b", "c"], "messages": [short, REPEATED, short]})
+    frame.to_parquet(tmp_path / "train.parquet")
+    frame.iloc[[0]].to_parquet(tmp_path / "val.parquet")
+    with caplog.at_level("WARNING"):
+        summary = tokenize_to_files(
+            tmp_path / "train.parquet",
+            tmp_path / "val.parquet",
+            gemma_tokenizer,
+            mode="completion",
+            max_length=n_short,
+            out_train=tmp_path / "tokens/train",
+            out_val=tmp_path / "tokens/val",
+            summary_path=tmp_path / "tokens/summary.json",
+        )
+    assert summary["train"]["dropped_too_long"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"train: 1 of 3 rows dropped as longer than tokenize.max_length={n_short} tokens, e.g. ['b']"
+    ]

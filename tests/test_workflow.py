@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
@@ -15,13 +16,11 @@ def planned_jobs(output: str) -> dict[str, int]:
 def test_dry_run_lists_prepare_jobs_for_every_target(tmp_path):
     proc = run_snakemake("-n", "--configfile", str(REPO / "config/demo.yaml"), "-d", str(tmp_path))
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
-    n_pairs = sum(len(roles) for roles in config["targets"].values())
     jobs = planned_jobs(proc.stdout)
-    assert jobs["prepare_data"] == n_pairs
+    assert jobs["prepare_data"] == len(config["targets"])
     assert jobs["generate_demo_data"] == 1
-    for game, roles in config["targets"].items():
-        for role in roles:
-            assert f"results/{game}/{role}/data/train.parquet" in proc.stdout
+    for target in config["targets"]:
+        assert f"results/demo/{target['game']}/{target['role']}/data/train.parquet" in proc.stdout
 
 
 def test_research_config_dry_run_plans_no_demo_data(tmp_path):
@@ -42,7 +41,7 @@ def _bad_config(tmp_path, edit):
 def test_wrong_type_fails_at_parse_time(tmp_path):
     proc = _bad_config(tmp_path, lambda c: c["report"].update(k="ten"))
     assert proc.returncode != 0
-    assert "'ten' is not of type 'integer'" in proc.stdout + proc.stderr
+    assert "report.k: 'ten' is not of type 'integer'" in proc.stdout + proc.stderr
 
 
 def test_unknown_key_fails_at_parse_time(tmp_path):
@@ -57,3 +56,89 @@ def test_bad_mask_mode_fails_at_parse_time(tmp_path):
 
     proc = _bad_config(tmp_path, edit)
     assert proc.returncode != 0 and "'prompt' is not one of" in proc.stdout + proc.stderr
+
+
+def planned_files(config_file, workdir) -> set[str]:
+    """Every output, log and benchmark file that a config's full DAG would write."""
+    proc = run_snakemake("-n", f"--configfile={config_file}", "-d", str(workdir))
+    files = set()
+    for paths in re.findall(r"^\s+(?:output|log|benchmark): (.+)$", proc.stdout, re.M):
+        files.update(p.strip() for p in paths.split(","))
+    return files
+
+
+def test_demo_and_research_result_trees_are_disjoint(tmp_path):
+    demo = planned_files(REPO / "config/demo.yaml", tmp_path)
+    research = planned_files(REPO / "config/config.yaml", tmp_path)
+    assert "results/demo/taboo/WordGuesser/topk.parquet" in demo
+    assert "results/taboo/WordGuesser/topk.parquet" in research
+    assert any(f.endswith(".log") for f in demo) and any(f.endswith(".log") for f in research)
+    overlaps = [
+        (a, b) for a in demo for b in research if a == b or a.startswith(b + "/") or b.startswith(a + "/")
+    ]
+    assert overlaps == []
+
+
+def _overlay(tmp_path, text, base="config/demo.yaml"):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(text)
+    # One --configfile with both files: the flag takes several, and a repeated flag
+    # would replace the earlier files rather than add to them.
+    return run_snakemake(
+        "-n", "-d", str(tmp_path), "--configfile", str(REPO / base), str(overlay), check=False
+    )
+
+
+def test_an_overlay_replaces_the_targets_whole(tmp_path):
+    proc = _overlay(tmp_path, "targets:\n  - {game: wordle, role: Guesser}\n")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout)
+    assert jobs["prepare_data"] == 1 and "report_words" not in jobs  # no taboo left
+    assert "results/demo/wordle/Guesser/topk.parquet" in proc.stdout
+    assert "results/demo/taboo/" not in proc.stdout
+
+
+def test_an_empty_target_list_is_an_error(tmp_path):
+    proc = _overlay(tmp_path, "targets: []\n")
+    assert proc.returncode != 0
+    assert "targets: [] should be non-empty" in proc.stdout + proc.stderr
+
+
+def test_the_old_targets_mapping_is_refused(tmp_path):
+    proc = _overlay(tmp_path, "targets:\n  wordle: [Guesser]\n")
+    assert (
+        proc.returncode != 0
+        and "targets: {'wordle': ['Guesser']} is not of type 'array'" in proc.stdout + proc.stderr
+    )
+
+
+@pytest.mark.parametrize("path", ["./no-such-dir", "data/no/such"])
+def test_missing_local_dataset_path_fails_before_any_job(tmp_path, path):
+    proc = _overlay(tmp_path, f"dataset: {{path: {path}}}\n")
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"dataset.path: '{path}' looks like a local path" in output
+    assert "does not exist" in output and "Job stats" not in output
+
+
+def test_a_hub_id_is_not_taken_for_a_path(tmp_path):
+    proc = _overlay(tmp_path, "dataset: {path: some-org/some-data}\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "generate_demo_data" not in planned_jobs(proc.stdout)
+
+
+def test_an_interrupted_run_is_resumed_by_a_plain_rerun(tmp_path):
+    """The workflow profile (profiles/default) turns on --rerun-incomplete: an output
+    marked incomplete by an interrupted job is simply made again."""
+    import base64
+
+    output = "results/demo/playpen-data/train.jsonl"
+    (tmp_path / output).parent.mkdir(parents=True)
+    (tmp_path / output).write_text("half written\n")
+    marker = tmp_path / ".snakemake/incomplete" / base64.urlsafe_b64encode(output.encode()).decode()
+    marker.parent.mkdir(parents=True)
+    marker.write_text("")
+    proc = run_snakemake("-n", f"--configfile={REPO / 'config/demo.yaml'}", "-d", str(tmp_path), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "IncompleteFilesException" not in proc.stderr
+    assert planned_jobs(proc.stdout)["generate_demo_data"] == 1

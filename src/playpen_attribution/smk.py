@@ -1,41 +1,96 @@
 """Glue between Snakemake's `script:` directive and the package.
 
-`run_step(snakemake, fn)` sends logging to the rule's log file (and stderr), and turns a
-WorkflowInputError into one readable line instead of a stack trace. Outputs are written
-atomically by the steps themselves, so a failure leaves none behind.
+`run_step(snakemake, fn)` sends everything the job emits to the rule's log file: our
+logging, library logging and warnings, progress bars, output of C extensions and of child
+processes (file descriptors 1 and 2 are redirected, not only Python's streams; bergson
+also resets the root logger to stdout when imported). The terminal gets one line:
+`<rule> failed: <reason> (log: <path>)`; the full traceback is in the log. Outputs are
+written atomically by the steps themselves, so a failure leaves none behind.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import WorkflowInputError
 
 log = logging.getLogger("playpen_attribution")
 
 
-def setup_logging(log_file: str | None = None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file, mode="w"))
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+def setup_logging(stream=None) -> None:
+    """Our records on `stream` (default stderr), in our format, whatever libraries do to
+    the root logger; library records propagate to the root as usual."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not logging.root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+@contextmanager
+def output_to_file(path) -> Iterator:
+    """Redirect file descriptors 1 and 2 to `path`; yield a stream to the original stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        terminal.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the message of a WorkflowInputError, else `Type: first line`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, WorkflowInputError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_step(snakemake, step) -> None:
-    """Run `step(snakemake)` as a Snakemake script body."""
-    setup_logging(snakemake.log[0] if len(snakemake.log) else None)
+    """Run `step(snakemake)` as a Snakemake script body, its output in the rule's log."""
     name = getattr(snakemake, "rule", "step")
-    start = time.perf_counter()
-    try:
+    log_file = snakemake.log[0] if len(snakemake.log) else None
+    if log_file is None:  # no log declared: run in the open
+        setup_logging()
         step(snakemake)
-    except WorkflowInputError as exc:
-        log.error("%s failed: %s", name, exc)
+        return
+    os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    with output_to_file(log_file) as terminal:
+        sys.stdout.reconfigure(line_buffering=True)  # the log follows the job as it runs
+        setup_logging(sys.stderr)
+        start = time.perf_counter()
+        try:
+            step(snakemake)
+        except (Exception, KeyboardInterrupt) as exc:
+            if isinstance(exc, WorkflowInputError):
+                log.error("%s failed: %s", name, exc)
+            else:
+                log.error("%s failed:\n%s", name, traceback.format_exc())
+            terminal.write(f"{name} failed: {_reason(exc)} (log: {log_file})\n")
+            failed = True
+        else:
+            log.info("%s finished in %.1f s", name, time.perf_counter() - start)
+            failed = False
+    if failed:
         sys.exit(1)
-    log.info("%s finished in %.1f s", name, time.perf_counter() - start)
