@@ -47,7 +47,7 @@ def main():
     config_file = REPO / "config/demo.yaml"
     # `=` because --configfile takes several values and would swallow the targets.
     config = [f"--configfile={config_file}"]
-    targets = [f"results/{TARGET}/topk.parquet", f"results/{TARGET}/words.parquet"]
+    targets = [f"results/demo/{TARGET}/topk.parquet", f"results/demo/{TARGET}/words.parquet"]
 
     run_record = OUT / "demo-run.json"
     if not args.resume:
@@ -57,10 +57,10 @@ def main():
         run_record.write_text(json.dumps({"wall_s": run["wall_s"]}))
     run = json.loads(run_record.read_text())
     stages = {}
-    for tsv in sorted((work / "results/benchmarks").rglob("*.tsv")):
+    for tsv in sorted((work / "results/demo/benchmarks").rglob("*.tsv")):
         stages[tsv.stem] = read_benchmark_tsv(tsv)
 
-    out = work / "results" / TARGET
+    out = work / "results/demo" / TARGET
     sft = json.loads((out / "sft/summary.json").read_text())
     timing = {
         name: json.loads((out / f"attribution/{name}/timing.json").read_text()) for name in ("query", "score")

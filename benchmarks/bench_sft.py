@@ -1,6 +1,6 @@
 """Benchmark the demo's SFT stage (train_lora) on this machine's cores.
 
-Runs the demo chain up to the LoRA adapter in the repository's results/ (reusing the
+Runs the demo chain up to the LoRA adapter in the repository's results/demo/ (reusing the
 converted demo model if present) and forces train_lora to run again. Records wall time,
 seconds per optimizer step, trained tokens per second and peak RSS to
 benchmarks/out/sft.json. Targets (issue): at most 5 minutes and 4 GB peak RSS on 2 cores.
@@ -17,15 +17,15 @@ def main():
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--target", default="taboo/WordGuesser")
     args = parser.parse_args()
-    out = REPO / "results" / args.target
+    out = REPO / "results/demo" / args.target
     run = snakemake(
         f"--configfile={REPO / 'config/demo.yaml'}",  # `=`: these options take several values
         "--forcerun=train_lora",
-        f"results/{args.target}/sft/adapter",
+        f"results/demo/{args.target}/sft/adapter",
         workdir=REPO,
         cores=args.cores,
     )
-    job = read_benchmark_tsv(REPO / "results/benchmarks" / args.target / "train_lora.tsv")
+    job = read_benchmark_tsv(REPO / "results/demo/benchmarks" / args.target / "train_lora.tsv")
     summary = json.loads((out / "sft/summary.json").read_text())
     result = {
         "machine": machine(),
