@@ -29,7 +29,7 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
     # Unsorted keys here, sorted in dry_run(): key order must not look like a change.
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # The README's target: asking for topk.parquet also builds words.parquet (taboo).
-    run_snakemake(
+    proc = run_snakemake(
         "--cores",
         "2",
         f"--configfile={work / 'config.yaml'}",
@@ -37,6 +37,7 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
         str(work),
         "results/demo/taboo/WordGuesser/topk.parquet",
     )
+    (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
     return work
 
 
@@ -182,6 +183,11 @@ def test_logs_hold_what_each_job_emitted(workflow_dir):
         "it/s" in (logs / "score_train.log").read_text() or "s/it" in (logs / "score_train.log").read_text()
     )
     assert "train_runtime" in (logs / "train_lora.log").read_text()
+    assert "Loading weights" in (logs / "reduce_query.log").read_text()
+    # ... and none of it reaches the terminal, import-time messages included.
+    terminal = (workflow_dir / "terminal.txt").read_text()
+    for library_output in ("Loading weights", "it/s]", "train_runtime", "kernels", "Tracking"):
+        assert library_output not in terminal
 
 
 def test_the_reports_state_the_data_counts(workflow_dir):

@@ -1,8 +1,11 @@
-from playpen_attribution.models import bootstrap_adapter
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
 from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
+    from playpen_attribution.models import bootstrap_adapter
+
     model = snakemake.params.model
     bootstrap_adapter(
         snakemake.input.adapter, snakemake.output[0], model["name_or_path"], model.get("revision")

@@ -1,12 +1,15 @@
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
 import os
 import tempfile
 from pathlib import Path
 
-from playpen_attribution.demo_data import write_demo_dataset
 from playpen_attribution.smk import log, run_step
 
 
 def main(snakemake):
+    from playpen_attribution.demo_data import write_demo_dataset
+
     # Written beside the outputs, then moved: an interrupted run leaves no partial file.
     out_dir = Path(snakemake.output[0]).parent
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,12 @@
-from playpen_attribution.models import prepare_demo_model
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
 from playpen_attribution.smk import run_step
 
-run_step(snakemake, lambda smk: prepare_demo_model(smk.output[0]))  # noqa: F821
+
+def main(snakemake):
+    from playpen_attribution.models import prepare_demo_model
+
+    prepare_demo_model(snakemake.output[0])
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -1,8 +1,11 @@
-from playpen_attribution.attribution import AttributionSettings, score_train
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
 from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
+    from playpen_attribution.attribution import AttributionSettings, score_train
+
     score_train(
         snakemake.input.adapter,
         snakemake.input.train,
