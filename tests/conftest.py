@@ -139,3 +139,31 @@ def guesser_tokens(tmp_path_factory, gemma_tokenizer):
         token_rows, _ = tokenize_rows(rows, gemma_tokenizer, "completion", 256)
         save_token_dataset(token_rows, root / name)
     return root / "train", root / "val"
+
+
+@pytest.fixture(scope="session")
+def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
+    """A bootstrapped LoRA adapter on the tiny model, with non-zero random LoRA weights.
+
+    (A fresh adapter has lora_B = 0, which makes every lora_A gradient zero.)
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from playpen_attribution.models import bootstrap_adapter
+    from playpen_attribution.train import LoraSettings
+
+    torch.manual_seed(1)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir), LoraSettings(r=4).peft_config()
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.05)
+    root = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(root / "raw")
+    gemma_tokenizer.save_pretrained(root / "raw")
+    bootstrap_adapter(root / "raw", root / "boot", str(tiny_gemma_dir))
+    return root / "boot"

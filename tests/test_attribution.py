@@ -6,37 +6,17 @@ import pytest
 import torch
 from conftest import GUESSER_ROWS, chat
 
-from playpen_attribution.attribution import AttributionSettings, read_scores, reduce_query, score_train
-from playpen_attribution.models import bootstrap_adapter
+from playpen_attribution.attribution import (
+    AttributionSettings,
+    PreconditionerSettings,
+    fit_hessian,
+    read_scores,
+    reduce_query,
+    score_train,
+)
 from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
 
 SETTINGS = AttributionSettings(precision="fp32", token_batch_size=256, unit_normalize=True)
-
-
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
-    """A bootstrapped LoRA adapter on the tiny model, with non-zero random LoRA weights.
-
-    (A fresh adapter has lora_B = 0, which makes every lora_A gradient zero.)
-    """
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from playpen_attribution.train import LoraSettings
-
-    torch.manual_seed(1)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir), LoraSettings(r=4).peft_config()
-    )
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.normal_(0, 0.05)
-    root = tmp_path_factory.mktemp("adapter")
-    model.save_pretrained(root / "raw")
-    gemma_tokenizer.save_pretrained(root / "raw")
-    bootstrap_adapter(root / "raw", root / "boot", str(tiny_gemma_dir))
-    return root / "boot"
 
 
 UNRELATED = [
@@ -68,12 +48,26 @@ def _tokens(tmp_path, name, chats, tokenizer):
     return tmp_path / name
 
 
-def _attribute(tmp_path, adapter, train_dir, val_dir, settings=SETTINGS):
-    reduce_query(adapter, val_dir, tmp_path / "query", settings)
+def _attribute(tmp_path, adapter, train_dir, val_dir, settings=SETTINGS, method="none"):
+    """reduce + score, after fitting the method's Hessian on the training rows."""
+    preconditioner, hessian = None, None
+    if method != "none":
+        preconditioner = PreconditionerSettings(method=method, use_dataset_labels=True)
+        hessian = tmp_path / f"{method}-hessian"
+        fit_hessian(adapter, [train_dir], hessian, settings, preconditioner)
+    out = tmp_path / method
+    reduce_query(adapter, val_dir, out / "query", settings, preconditioner, hessian)
     score_train(
-        adapter, train_dir, tmp_path / "query", tmp_path / "score", tmp_path / "scores.parquet", settings
+        adapter,
+        train_dir,
+        out / "query",
+        out / "score",
+        out / "scores.parquet",
+        settings,
+        preconditioner,
+        hessian,
     )
-    return pd.read_parquet(tmp_path / "scores.parquet")
+    return pd.read_parquet(out / "scores.parquet")
 
 
 def autograd_scores(adapter, train_dir, val_dir, unit_normalize=True):
@@ -136,8 +130,10 @@ CLUE_CHATS = [
 ]
 
 
-def test_planted_copies_of_validation_rows_rank_on_top(tmp_path, adapter, gemma_tokenizer):
-    """Training rows that are exact copies of validation rows must rank in the top 2 x copies."""
+@pytest.mark.parametrize("method", ["none", "kfac", "ekfac"])
+def test_planted_copies_of_validation_rows_rank_on_top(tmp_path, adapter, gemma_tokenizer, method):
+    """Training rows that are exact copies of validation rows must rank in the top 2 x copies,
+    with and without a preconditioner."""
     val_chats = CLUE_CHATS[:4]
     copies = [val_chats[0], val_chats[2], val_chats[3]]
     unrelated = CLUE_CHATS[4:]
@@ -146,13 +142,20 @@ def test_planted_copies_of_validation_rows_rank_on_top(tmp_path, adapter, gemma_
     assert len(copy_ids) == len(copies)
     train_dir = _tokens(tmp_path, "train", train_chats, gemma_tokenizer)
     val_dir = _tokens(tmp_path, "val", val_chats, gemma_tokenizer)
-    scores = _attribute(tmp_path, adapter, train_dir, val_dir)
+    scores = _attribute(tmp_path, adapter, train_dir, val_dir, method=method)
     k = 2 * len(copies)
     top = set(scores.nlargest(k, "score")["row_id"])
     assert copy_ids <= top, scores.sort_values("score", ascending=False).head(k + 3)
     # and the row order maps back: row i is input row i
     assert scores["row_id"].tolist() == [f"train-{i}" for i in range(len(train_chats))]
     assert (scores["n_tokens"] > 0).all() and scores["loss"].notna().all()
+    if method != "none":
+        # preconditioning reweights directions; it must not scramble the ranking
+        from scipy.stats import spearmanr
+
+        plain = _attribute(tmp_path, adapter, train_dir, val_dir, method="none")
+        assert not np.allclose(plain["score"], scores["score"])
+        assert spearmanr(plain["score"], scores["score"]).statistic > 0.5
 
 
 def test_read_scores_rejects_unwritten_rows(tmp_path, adapter, gemma_tokenizer):
@@ -162,7 +165,7 @@ def test_read_scores_rejects_unwritten_rows(tmp_path, adapter, gemma_tokenizer):
     train_dir = _tokens(tmp_path, "train", GUESSER_ROWS[:3], gemma_tokenizer)
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[3:5], gemma_tokenizer)
     _attribute(tmp_path, adapter, train_dir, val_dir)
-    run = tmp_path / "score" / "run"
+    run = tmp_path / "none" / "score" / "run"
     stored = load_scores(run)
     mm = np.memmap(stored.mmap.filename, dtype=stored.mmap.dtype, mode="r+", shape=stored.mmap.shape)
     mm["written_0"][1] = False

@@ -1,10 +1,16 @@
-"""Bergson reduce + score on the token rows, with the bootstrapped adapter.
+"""Bergson hessian + reduce + score on the token rows, with the bootstrapped adapter.
 
-Math (identity preconditioner): with g_i the LoRA-weight gradient of training row i's loss,
-q_j the same for validation row j and u(x) = x / |x| (if unit_normalize):
+Math: with g_i the LoRA-weight gradient of training row i's loss, q_j the same for
+validation row j, u(x) = x / |x| (if unit_normalize) and H the method's Hessian
+approximation (the identity for method `none`):
 
-    query  q   = mean_j u(q_j)        (bergson reduce, aggregation="mean")
-    score  s_i = u(g_i) . q           (bergson score, score="individual" vs the one query)
+  unit_normalize (default), two-sided:
+    query  q   = mean_j u(H^-1/2 q_j)          (bergson reduce, aggregation="mean")
+    score  s_i = u(H^-1/2 g_i) . q             (bergson score, "individual" vs the one query)
+  without unit_normalize, one-sided (classic influence):
+    s_i = g_i . H^-1 mean_j q_j
+
+H^-1 is bergson's damped inverse of the factored Hessian (`inversion`, `damping_factor`).
 
 We call Bergson's command classes, not `build()`: they write each run's config.yaml, which
 `score` reads to know that the query is already normalised (otherwise it re-normalises it
@@ -33,6 +39,67 @@ class AttributionSettings:
     loss_reduction: str = "mean"
     filter_modules: str | None = None
     nproc_per_node: int = 1
+
+
+@dataclass
+class PreconditionerSettings:
+    """One factored Hessian method and how it is fit and inverted (config
+    `attribution.preconditioner`, plus the method and the seed of the label sampling)."""
+
+    method: str
+    data: str = "train"
+    use_dataset_labels: bool = False
+    hessian_dtype: str = "fp32"
+    module_partitions: int = 1
+    inversion: str = "damped_inverse"
+    damping_factor: float = 0.1
+    seed: int = 42
+
+    def hessian_config(self):
+        from bergson.config.config import HessianConfig
+
+        return HessianConfig(
+            # EK-FAC is K-FAC's factors plus corrected eigenvalues in their eigenbasis.
+            method="kfac" if self.method == "ekfac" else self.method,
+            ev_correction=self.method == "ekfac",
+            hessian_dtype=self.hessian_dtype,
+            use_dataset_labels=self.use_dataset_labels,
+            module_partitions=self.module_partitions,
+        )
+
+    def preprocess(self, hessian_dir, unit_normalize: bool, aggregation: str):
+        from bergson.config.config import InversionConfig, PreprocessConfig
+
+        return PreprocessConfig(
+            unit_normalize=unit_normalize,
+            aggregation=aggregation,
+            hessian_path=str(hessian_run(hessian_dir)),
+            ev_correction=self.method == "ekfac",
+            inversion_cfg=InversionConfig(inversion=self.inversion, damping_factor=self.damping_factor),
+        )
+
+
+def settings_from_params(snakemake) -> tuple[AttributionSettings, PreconditionerSettings | None]:
+    """The rule's params as settings; nproc_per_node comes from the config (a resource:
+    it changes no score, so it is not a param that would rerun the job)."""
+    settings = AttributionSettings(
+        **snakemake.params.attribution, nproc_per_node=snakemake.config["attribution"]["nproc_per_node"]
+    )
+    params = snakemake.params.preconditioner
+    return settings, PreconditionerSettings(**params) if params else None
+
+
+def _preprocess(settings, preconditioner, hessian_dir, aggregation):
+    """Bergson's PreprocessConfig: plain, or with the method's Hessian."""
+    from bergson.config.config import PreprocessConfig
+
+    if preconditioner is None:
+        return PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation=aggregation)
+    return preconditioner.preprocess(hessian_dir, settings.unit_normalize, aggregation)
+
+
+def hessian_run(hessian_dir) -> Path:
+    return Path(hessian_dir) / "run"
 
 
 def resolve_precision(precision: str) -> str:
@@ -119,7 +186,12 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
     from .tokens import attribution_view
 
     _check_model_limit(adapter_dir, settings)
-    tokens = _check_token_rows(tokens_dir, settings)
+    if isinstance(tokens_dir, (list, tuple)):  # several splits, e.g. a Hessian on train + val
+        import datasets
+
+        tokens = datasets.concatenate_datasets([_check_token_rows(d, settings) for d in tokens_dir])
+    else:
+        tokens = _check_token_rows(tokens_dir, settings)
     with atomic_path(out_dir, is_dir=True) as tmp:
         # A copy, not the token rows in place: Bergson's dataset `.map` writes cache files
         # into its input directory, which would change another rule's output.
@@ -130,15 +202,54 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
         write_json(_timing(start, tokens), tmp / "timing.json")
 
 
-def reduce_query(adapter_dir, val_tokens_dir, out_dir, settings: AttributionSettings) -> None:
-    """Aggregate the validation rows' gradients into one query (mean of unit gradients)."""
+def fit_hessian(
+    adapter_dir,
+    tokens_dirs,
+    out_dir,
+    settings: AttributionSettings,
+    preconditioner: PreconditionerSettings,
+    estimate=None,
+) -> None:
+    """Fit the method's factored Hessian of the LoRA weights on `tokens_dirs` (bergson
+    `hessian`); `estimate.json` records the memory model's figures beside the real size."""
+    import torch
+    from bergson.cli.commands import Hessian
+
+    from .io import write_json
+
+    with _bergson_run(adapter_dir, list(tokens_dirs), out_dir, settings) as (tmp, index_cfg, tokens):
+        # bergson samples the Fisher's labels with an unseeded torch.multinomial; in a
+        # single process this global seed makes the fit reproducible.
+        torch.manual_seed(preconditioner.seed)
+        Hessian(hessian_cfg=preconditioner.hessian_config(), index_cfg=index_cfg).execute()
+        written = sum(p.stat().st_size for p in (tmp / "run").rglob("*.safetensors"))
+        record = {"written_bytes": written}
+        if estimate is not None:
+            record |= {"estimate": estimate.row(), "estimated_disk_bytes": estimate.disk_bytes}
+        write_json(record, tmp / "estimate.json")
+    log.info(
+        "%s Hessian from %d rows written to %s (%.1f MB)",
+        preconditioner.method,
+        len(tokens),
+        out_dir,
+        written / 1e6,
+    )
+
+
+def reduce_query(
+    adapter_dir,
+    val_tokens_dir,
+    out_dir,
+    settings: AttributionSettings,
+    preconditioner: PreconditionerSettings | None = None,
+    hessian_dir=None,
+) -> None:
+    """Aggregate the validation rows' (preconditioned) gradients into one query."""
     from bergson.cli.commands import Reduce
-    from bergson.config.config import PreprocessConfig
 
     with _bergson_run(adapter_dir, val_tokens_dir, out_dir, settings) as (_, index_cfg, tokens):
         Reduce(
-            index_cfg=index_cfg,
-            preprocess_cfg=PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation="mean"),
+            index_cfg=index_cfg, preprocess_cfg=_preprocess(settings, preconditioner, hessian_dir, "mean")
         ).execute()
     log.info("query from %d validation rows written to %s", len(tokens), out_dir)
 
@@ -148,11 +259,18 @@ def query_run(query_dir) -> Path:
 
 
 def score_train(
-    adapter_dir, train_tokens_dir, query_dir, out_dir, scores_path, settings: AttributionSettings
+    adapter_dir,
+    train_tokens_dir,
+    query_dir,
+    out_dir,
+    scores_path,
+    settings: AttributionSettings,
+    preconditioner: PreconditionerSettings | None = None,
+    hessian_dir=None,
 ):
     """Score every training row against the query; write the run and scores.parquet."""
     from bergson.cli.commands import Score
-    from bergson.config.config import PreprocessConfig, ScoreConfig
+    from bergson.config.config import ScoreConfig
 
     from .io import write_parquet
 
@@ -164,8 +282,9 @@ def score_train(
                 precision=resolve_precision(settings.precision),
             ),
             index_cfg=index_cfg,
-            # The query is already aggregated and normalised (its config.yaml says so).
-            preprocess_cfg=PreprocessConfig(unit_normalize=settings.unit_normalize, aggregation="none"),
+            # The query is already aggregated, normalised and preconditioned (its
+            # config.yaml says so); the training gradients get H^-1/2 here when normalised.
+            preprocess_cfg=_preprocess(settings, preconditioner, hessian_dir, "none"),
         ).execute()
         scores = read_scores(tmp / "run", tokens)
     write_parquet(scores, scores_path)

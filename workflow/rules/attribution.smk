@@ -1,18 +1,43 @@
-rule reduce_query:
+rule hessian:
     input:
         adapter=rules.bootstrap_adapter.output[0],
-        val=rules.tokenize.output.val,
+        tokens=hessian_tokens_input,
     output:
-        directory(f"{RESULTS}/{{game}}/{{role}}/attribution/query"),
+        directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/hessian"),
     log:
-        log_path("reduce_query"),
+        f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/hessian.log",
     benchmark:
-        benchmark_path("reduce_query")
+        f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/hessian.tsv"
+    wildcard_constraints:
+        method="|".join(FACTORED_METHODS) or "no-factored-method",
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
     params:
-        attribution=config_section("attribution"),
+        attribution=attribution_params(),
+        preconditioner=preconditioner_params,
+        code=code("hessian.py"),
+    script:
+        "../scripts/hessian.py"
+
+
+rule reduce_query:
+    input:
+        adapter=rules.bootstrap_adapter.output[0],
+        val=rules.tokenize.output.val,
+        hessian=hessian_input,
+    output:
+        directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/query"),
+    log:
+        f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/reduce_query.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/reduce_query.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=8000,
+    params:
+        attribution=attribution_params(),
+        preconditioner=preconditioner_params,
         code=code("reduce_query.py"),
     script:
         "../scripts/reduce_query.py"
@@ -23,18 +48,44 @@ rule score_train:
         adapter=rules.bootstrap_adapter.output[0],
         train=rules.tokenize.output.train,
         query=rules.reduce_query.output[0],
+        hessian=hessian_input,
     output:
-        run=directory(f"{RESULTS}/{{game}}/{{role}}/attribution/score"),
-        scores=f"{RESULTS}/{{game}}/{{role}}/attribution/scores.parquet",
+        run=directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/score"),
+        scores=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/scores.parquet",
     log:
-        log_path("score_train"),
+        f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/score_train.log",
     benchmark:
-        benchmark_path("score_train")
+        f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/score_train.tsv"
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
     params:
-        attribution=config_section("attribution"),
+        attribution=attribution_params(),
+        preconditioner=preconditioner_params,
         code=code("score_train.py"),
     script:
         "../scripts/score_train.py"
+
+
+rule compare_rankings:
+    input:
+        scores=method_scores,
+        train=rules.prepare_data.output.train,
+    output:
+        table=f"{RESULTS}/{{game}}/{{role}}/attribution/compare.parquet",
+        plot=report(
+            f"{RESULTS}/{{game}}/{{role}}/attribution/compare.png",
+            caption="../report/compare.rst",
+            category="Attribution",
+            labels={"game": "{game}", "role": "{role}", "file": "method comparison"},
+        ),
+    log:
+        log_path("compare_rankings"),
+    benchmark:
+        benchmark_path("compare_rankings")
+    params:
+        methods=METHODS,
+        k=config["report"]["k"],
+        code=code("compare_rankings.py"),
+    script:
+        "../scripts/compare_rankings.py"

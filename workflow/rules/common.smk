@@ -24,9 +24,20 @@ GAMES = sorted({game for game, _ in TARGETS})
 ROLES = sorted({role for _, role in TARGETS})
 
 
+# Attribution methods run side by side under attribution/{method}/; `none` needs no Hessian.
+METHODS = config["attribution"]["methods"]
+REPORT_METHOD = config["attribution"]["report_method"]
+if REPORT_METHOD not in METHODS:
+    raise ValueError(
+        f"attribution.report_method: {REPORT_METHOD!r} is not in attribution.methods {METHODS}"
+    )
+FACTORED_METHODS = [m for m in METHODS if m != "none"]
+
+
 wildcard_constraints:
     game="|".join(GAMES),
     role="|".join(ROLES),
+    method="|".join(METHODS),
 
 
 def per_target(pattern):
@@ -102,6 +113,71 @@ def log_path(name):
 def benchmark_path(name):
     """Snakemake's per-job wall time and peak memory, read by benchmarks/."""
     return f"{RESULTS}/benchmarks/{{game}}/{{role}}/{name}.tsv"
+
+
+# Settings that change a gradient or a score. nproc_per_node (how many processes compute
+# them) and the memory budget (a check) change nothing, so they are read from the config
+# by the scripts, not passed as params that would rerun the jobs.
+ATTRIBUTION_KEYS = (
+    "unit_normalize",
+    "projection_dim",
+    "precision",
+    "token_batch_size",
+    "loss_reduction",
+    "filter_modules",
+)
+PRECONDITIONER_KEYS = (
+    "data",
+    "use_dataset_labels",
+    "hessian_dtype",
+    "module_partitions",
+    "inversion",
+    "damping_factor",
+)
+
+
+def attribution_params():
+    settings = config["attribution"]
+    return canonical({key: settings.get(key) for key in ATTRIBUTION_KEYS})
+
+
+def preconditioner_params(wildcards):
+    """The method's Hessian settings, or None for `none`: changing a preconditioner
+    setting reruns the preconditioned methods' jobs only."""
+    if wildcards.method == "none":
+        return None
+    settings = config["attribution"]["preconditioner"]
+    return canonical(
+        {"method": wildcards.method, "seed": config["seed"]}
+        | {key: settings[key] for key in PRECONDITIONER_KEYS}
+    )
+
+
+def hessian_tokens_input(wildcards):
+    data = config["attribution"]["preconditioner"]["data"]
+    splits = ["train", "val"] if data == "both" else [data]
+    return [
+        f"{RESULTS}/{wildcards.game}/{wildcards.role}/tokens/{split}"
+        for split in splits
+    ]
+
+
+def hessian_input(wildcards):
+    if wildcards.method == "none":
+        return []
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{wildcards.method}/hessian"
+
+
+def report_scores(wildcards):
+    """The scores that topk.parquet and words.parquet report (attribution.report_method)."""
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{REPORT_METHOD}/scores.parquet"
+
+
+def method_scores(wildcards):
+    return [
+        f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{method}/scores.parquet"
+        for method in METHODS
+    ]
 
 
 PACKAGE_DIR = Path(workflow.basedir) / "src" / "playpen_attribution"

@@ -1,6 +1,6 @@
 rule report_topk:
     input:
-        scores=rules.score_train.output.scores,
+        scores=report_scores,
         train=rules.prepare_data.output.train,
         # taboo only: the summary lists the top target words, and asking for topk.parquet
         # then also builds words.parquet
@@ -35,7 +35,7 @@ rule report_topk:
 
 rule report_words:
     input:
-        scores=rules.score_train.output.scores,
+        scores=report_scores,
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
         data_summary=rules.prepare_data.output.summary,

@@ -4,13 +4,16 @@ from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.attribution import AttributionSettings, reduce_query
+    from playpen_attribution.attribution import reduce_query, settings_from_params
 
+    settings, preconditioner = settings_from_params(snakemake)
     reduce_query(
         snakemake.input.adapter,
         snakemake.input.val,
         snakemake.output[0],
-        AttributionSettings(**snakemake.params.attribution),
+        settings,
+        preconditioner,
+        hessian_dir=snakemake.input.hessian or None,
     )
 
 

@@ -4,15 +4,18 @@ from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.attribution import AttributionSettings, score_train
+    from playpen_attribution.attribution import score_train, settings_from_params
 
+    settings, preconditioner = settings_from_params(snakemake)
     score_train(
         snakemake.input.adapter,
         snakemake.input.train,
         snakemake.input.query,
         snakemake.output.run,
         snakemake.output.scores,
-        AttributionSettings(**snakemake.params.attribution),
+        settings,
+        preconditioner,
+        hessian_dir=snakemake.input.hessian or None,
     )
 
 

@@ -1,0 +1,117 @@
+"""How much do two attribution methods' rankings of the training rows agree?
+
+For each pair of methods, over all training rows: Spearman's rho and Kendall's tau-b
+(scipy; both handle tied scores), the Jaccard overlap of the top-k and bottom-k sets
+for k in K_VALUES (capped at the number of rows), and how far the first method's top
+rows move in the second method's ranking.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import pandas as pd
+
+K_VALUES = (10, 50, 100)
+
+
+def ranks(scores: pd.DataFrame) -> pd.Series:
+    """1 = highest score; ties broken by row_id, as the top-k report breaks them."""
+    ordered = scores.sort_values(["score", "row_id"], ascending=[False, True], kind="stable")
+    return pd.Series(range(1, len(ordered) + 1), index=ordered["row_id"].to_numpy(), name="rank")
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def compare_pair(a: pd.DataFrame, b: pd.DataFrame, k_report: int) -> dict:
+    """Agreement of two methods' scores over the same training rows (columns row_id, score)."""
+    from scipy import stats
+
+    if sorted(a["row_id"]) != sorted(b["row_id"]):
+        raise ValueError("the two methods scored different training rows")
+    joined = a.set_index("row_id")["score"].to_frame("a").join(b.set_index("row_id")["score"].rename("b"))
+    rank_a, rank_b = ranks(a), ranks(b)
+    n = len(joined)
+    out = {
+        "n_rows": n,
+        "spearman_rho": float(stats.spearmanr(joined["a"], joined["b"]).statistic),
+        "kendall_tau_b": float(stats.kendalltau(joined["a"], joined["b"], variant="b").statistic),
+    }
+    for k in K_VALUES:
+        kk = min(k, n)
+        out[f"top{k}_jaccard"] = jaccard(set(rank_a.index[:kk]), set(rank_b.index[:kk]))
+        out[f"bottom{k}_jaccard"] = jaccard(set(rank_a.index[-kk:]), set(rank_b.index[-kk:]))
+    top = rank_a.index[: min(k_report, n)]
+    moves = (rank_b.loc[top] - rank_a.loc[top]).abs()
+    out["k"] = min(k_report, n)
+    out["topk_rank_change_median"] = float(moves.median())
+    out["topk_rank_change_max"] = int(moves.max())
+    return out
+
+
+def compare_methods(scores: dict[str, pd.DataFrame], k_report: int) -> pd.DataFrame:
+    """One row per pair of methods, in the configured order."""
+    rows = [
+        {"method_a": a, "method_b": b, **compare_pair(scores[a], scores[b], k_report)}
+        for a, b in combinations(scores, 2)
+    ]
+    return pd.DataFrame(rows)
+
+
+def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) -> None:
+    """Per pair: score vs score, and rank vs rank (top-k of the first method marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    pairs = list(table.itertuples())
+    fig, axes = plt.subplots(max(1, len(pairs)), 2, figsize=(9, 4 * max(1, len(pairs))), squeeze=False)
+    for row, pair in enumerate(pairs):
+        a, b = scores[pair.method_a], scores[pair.method_b]
+        joined = a.set_index("row_id")["score"].to_frame("a").join(b.set_index("row_id")["score"].rename("b"))
+        rank_a, rank_b = ranks(a), ranks(b)
+        top = set(rank_a.index[: pair.k])
+        is_top = joined.index.isin(top)
+        ax = axes[row][0]
+        ax.scatter(joined["a"][~is_top], joined["b"][~is_top], s=10, alpha=0.6, label="other rows")
+        ax.scatter(
+            joined["a"][is_top],
+            joined["b"][is_top],
+            s=18,
+            color="C3",
+            label=f"top-{pair.k} of {pair.method_a}",
+        )
+        ax.set_xlabel(f"score: {pair.method_a}")
+        ax.set_ylabel(f"score: {pair.method_b}")
+        ax.set_title(f"Spearman ρ = {pair.spearman_rho:.2f}, Kendall τ-b = {pair.kendall_tau_b:.2f}")
+        ax.legend(fontsize=8)
+        ax = axes[row][1]
+        ra, rb = rank_a.loc[joined.index], rank_b.loc[joined.index]
+        ax.scatter(ra[~is_top], rb[~is_top], s=10, alpha=0.6)
+        ax.scatter(ra[is_top], rb[is_top], s=18, color="C3")
+        ax.plot([1, len(joined)], [1, len(joined)], color="k", linewidth=0.8)
+        ax.set_xlabel(f"rank: {pair.method_a} (1 = most helpful)")
+        ax.set_ylabel(f"rank: {pair.method_b}")
+        ax.set_title(f"top-{pair.k} rows move by median {pair.topk_rank_change_median:.0f} ranks")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_comparison(
+    score_paths: list, methods: list[str], k_report: int, table_out, plot_out
+) -> pd.DataFrame:
+    """The compare_rankings rule."""
+    from .io import write_parquet
+
+    scores = {m: pd.read_parquet(p, columns=["row_id", "score"]) for m, p in zip(methods, score_paths)}
+    table = compare_methods(scores, k_report)
+    write_parquet(table, table_out)
+    plot_comparison(scores, table, plot_out)
+    return table

@@ -1,0 +1,127 @@
+"""The Hessian memory model: shapes, bytes against what bergson writes, the budget check."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import GUESSER_ROWS
+
+from playpen_attribution.hessian_memory import (
+    GIB,
+    budget_error,
+    cheaper_settings,
+    estimate,
+    lora_linear_shapes,
+)
+
+MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_light_shapes_match_the_peft_model(tiny_gemma_dir):
+    """The stdlib-only shape model agrees with PEFT's LoRA matrices on the real model class."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from playpen_attribution.train import LoraSettings
+
+    config = AutoConfig.from_pretrained(tiny_gemma_dir)
+    with torch.device("meta"):
+        model = get_peft_model(AutoModelForCausalLM.from_config(config), LoraSettings(r=4).peft_config())
+    actual = {
+        name: (module.in_features, module.out_features)
+        for name, module in model.base_model.named_modules()
+        if name.endswith(("lora_A.default", "lora_B.default"))
+    }
+    light = lora_linear_shapes(json.loads((tiny_gemma_dir / "config.json").read_text()), MODULES, 4)
+    assert {s.name: (s.n_in, s.n_out) for s in light} == actual
+    filtered = lora_linear_shapes(
+        json.loads((tiny_gemma_dir / "config.json").read_text()), MODULES, 4, "*.mlp.*"
+    )
+    assert len(filtered) == len(light) * 4 // 7 and not any(".mlp." in s.name for s in filtered)
+
+
+def test_gemma3_1b_all_modules_matches_the_issue_figure():
+    """Gemma 3 1B, LoRA on all 7 projections: about 4e9 factor entries (16 GB fp32)."""
+    config = {
+        "hidden_size": 1152,
+        "intermediate_size": 6912,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+    }
+    result = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "fp32")
+    assert 3.9e9 < result.covariance_bytes / 4 < 4.2e9
+    assert result.fit_peak_bytes > 2 * result.covariance_bytes  # eigenvectors held beside them
+    bf16 = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "bf16")
+    assert bf16.covariance_bytes * 2 == result.covariance_bytes
+    assert bf16.apply_bytes == result.apply_bytes  # bergson applies the Hessian in fp32
+
+
+@pytest.mark.parametrize("method", ["kfac", "ekfac"])
+def test_estimate_matches_the_bytes_bergson_writes(tmp_path, adapter, guesser_tokens, method):
+    from playpen_attribution.attribution import AttributionSettings, PreconditionerSettings, fit_hessian
+    from playpen_attribution.hessian_memory import check_adapter_budget
+
+    precond = PreconditionerSettings(method=method, use_dataset_labels=True)
+    result = check_adapter_budget(
+        adapter, {"method": method, "hessian_dtype": "fp32", "module_partitions": 1}, None, 1
+    )
+    fit_hessian(
+        adapter,
+        [guesser_tokens[0]],
+        tmp_path / "h",
+        AttributionSettings(precision="fp32", token_batch_size=256),
+        precond,
+        result,
+    )
+    record = json.loads((tmp_path / "h" / "estimate.json").read_text())
+    written = sum(p.stat().st_size for p in (tmp_path / "h" / "run").rglob("*.safetensors"))
+    assert record["written_bytes"] == written > 0
+    assert abs(result.disk_bytes - written) / written < 0.10, (result.disk_bytes, written)
+    assert (tmp_path / "h/run/eigenvalue_correction_sharded").exists() == (method == "ekfac")
+
+
+def test_over_budget_names_cheaper_settings_before_heavy_imports(adapter):
+    """The check runs in a fresh process and fails before torch is imported."""
+    code = f"""
+import sys
+from playpen_attribution.errors import WorkflowInputError
+from playpen_attribution.hessian_memory import check_adapter_budget
+try:
+    check_adapter_budget({str(adapter)!r}, {{"method": "ekfac", "hessian_dtype": "fp32", "module_partitions": 1}}, None, 1e-6)
+except WorkflowInputError as exc:
+    print(exc)
+print("torch imported:", "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "torch imported: False" in out
+    assert "memory_budget_gb=1e-06" in out
+    for lever in ("hessian_dtype: bf16", "module_partitions: 4", 'filter_modules: "*.mlp.*"'):
+        assert lever in out, out
+
+
+def test_cheaper_settings_are_cheaper():
+    config = {
+        "hidden_size": 1152,
+        "intermediate_size": 6912,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+    }
+    base = estimate(lora_linear_shapes(config, MODULES, 16), "ekfac", "fp32")
+    options = dict(cheaper_settings(config, MODULES, 16, "ekfac", "fp32", 1, None))
+    assert all(alt.peak_bytes < base.peak_bytes for alt in options.values())
+    message = budget_error(base, 24, list(options.items()))
+    assert message and f"{base.peak_bytes / GIB:.2f} GB" in message
+    assert budget_error(base, base.peak_bytes / GIB + 1, []) is None
+
+
+def test_guesser_tokens_are_short(guesser_tokens):
+    # the byte test above fits on these rows: keep them few and short
+    from playpen_attribution.tokens import load_token_dataset
+
+    assert len(load_token_dataset(guesser_tokens[0])) == len(GUESSER_ROWS)

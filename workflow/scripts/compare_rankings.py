@@ -1,0 +1,19 @@
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
+from playpen_attribution.smk import log, run_step
+
+
+def main(snakemake):
+    from playpen_attribution.compare import write_comparison
+
+    table = write_comparison(
+        snakemake.input.scores,
+        snakemake.params.methods,
+        snakemake.params.k,
+        snakemake.output.table,
+        snakemake.output.plot,
+    )
+    log.info("rankings compared:\n%s", table.to_string(index=False))
+
+
+run_step(snakemake, main)  # noqa: F821
