@@ -24,7 +24,14 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
     config["model"]["chat_template"] = "chat_template.jinja"
     config["train"] = {"epochs": 1, "batch_size": 8, "max_steps": 2, "learning_rate": 0.001}
     config["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
-    config["attribution"] = {"precision": "fp32", "token_batch_size": 512}
+    # Two methods side by side; K-FAC on the rows' own labels is the cheapest factored one.
+    config["attribution"] = {
+        "precision": "fp32",
+        "token_batch_size": 512,
+        "methods": ["none", "kfac"],
+        "report_method": "none",
+        "preconditioner": {"use_dataset_labels": True},
+    }
     config["report"] = {"k": 3}
     # Unsorted keys here, sorted in dry_run(): key order must not look like a change.
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -36,6 +43,7 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
         "-d",
         str(work),
         "results/demo/taboo/WordGuesser/topk.parquet",
+        "results/demo/taboo/WordGuesser/attribution/compare.parquet",
     )
     (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
     return work
@@ -81,7 +89,7 @@ def code_copy(tmp_path):
 def test_chain_outputs_are_consistent(workflow_dir):
     out = workflow_dir / OUT
     train = pd.read_parquet(out / "data/train.parquet")
-    scores = pd.read_parquet(out / "attribution/scores.parquet")
+    scores = pd.read_parquet(out / "attribution/none/scores.parquet")
     assert scores["row_id"].tolist() == train["row_id"].tolist()  # every training row, in order
     assert scores["score"].notna().all() and scores["score"].std() > 0
     topk = pd.read_parquet(out / "topk.parquet")
@@ -118,10 +126,70 @@ def test_changing_the_mask_reruns_from_tokenize(workflow_dir):
 
 def test_changing_attribution_settings_keeps_the_adapter(workflow_dir):
     jobs = planned_jobs(dry_run(workflow_dir, attribution={"unit_normalize": False}))
-    assert set(jobs) - {"all"} == {"reduce_query", "score_train", "report_topk", "report_words"}
+    # the Hessian fit does not depend on normalisation; every method's scores do
+    assert jobs == {
+        "reduce_query": 2,
+        "score_train": 2,
+        "compare_rankings": 1,
+        "report_topk": 1,
+        "report_words": 1,
+        "all": 1,
+    }
 
 
-DOWNSTREAM_OF_TOKENS = {"tokenize", "train_lora", "bootstrap_adapter", "reduce_query", "score_train"}
+def test_both_methods_scored_every_row_and_were_compared(workflow_dir):
+    train = pd.read_parquet(workflow_dir / OUT / "data/train.parquet")
+    for method in ("none", "kfac"):
+        scores = pd.read_parquet(workflow_dir / OUT / f"attribution/{method}/scores.parquet")
+        assert scores["row_id"].tolist() == train["row_id"].tolist() and scores["score"].notna().all()
+    compare = pd.read_parquet(workflow_dir / OUT / "attribution/compare.parquet")
+    assert compare[["method_a", "method_b"]].values.tolist() == [["none", "kfac"]]
+    assert -1 <= compare.loc[0, "spearman_rho"] <= 1 and compare.loc[0, "n_rows"] == len(train)
+    estimate = json.loads((workflow_dir / OUT / "attribution/kfac/hessian/estimate.json").read_text())
+    assert abs(estimate["estimated_disk_bytes"] - estimate["written_bytes"]) / estimate["written_bytes"] < 0.1
+
+
+def test_changing_the_report_method_reruns_no_gradient_job(workflow_dir):
+    jobs = planned_jobs(dry_run(workflow_dir, attribution={"report_method": "kfac"}))
+    assert set(jobs) - {"all"} == REPORTS
+
+
+def _methods_of_planned(output: str, rule: str) -> set[str]:
+    import re
+
+    blocks = re.findall(rf"^(?:local)?rule {rule}:\n(.*?)\n\n", output, re.M | re.S)
+    return {m for block in blocks for m in re.findall(r"method=(\w+)", block)}
+
+
+def test_changing_the_inversion_reruns_only_the_preconditioned_scores(workflow_dir):
+    output = dry_run(
+        workflow_dir, attribution={"preconditioner": {"use_dataset_labels": True, "damping_factor": 0.5}}
+    )
+    jobs = planned_jobs(output)
+    assert set(jobs) - {"all"} == {"reduce_query", "score_train", "compare_rankings"}
+    assert _methods_of_planned(output, "score_train") == {"kfac"}
+
+
+def test_changing_the_hessian_fit_reruns_it(workflow_dir):
+    output = dry_run(workflow_dir, attribution={"preconditioner": {"use_dataset_labels": False}})
+    jobs = planned_jobs(output)
+    assert set(jobs) - {"all"} == {"hessian", "reduce_query", "score_train", "compare_rankings"}
+    assert _methods_of_planned(output, "reduce_query") == {"kfac"}
+
+
+def test_changing_nproc_per_node_plans_no_job(workflow_dir):
+    assert "Nothing to be done" in dry_run(workflow_dir, attribution={"nproc_per_node": 2})
+
+
+DOWNSTREAM_OF_TOKENS = {
+    "tokenize",
+    "train_lora",
+    "bootstrap_adapter",
+    "hessian",
+    "reduce_query",
+    "score_train",
+    "compare_rankings",
+}
 REPORTS = {"report_topk", "report_words"}
 
 
@@ -154,8 +222,9 @@ def test_the_code_hash_follows_the_code_not_its_location_or_comments(workflow_co
     "module, expected",
     [
         ("tokens.py", DOWNSTREAM_OF_TOKENS | REPORTS),
-        ("attribution.py", {"reduce_query", "score_train"} | REPORTS),
+        ("attribution.py", {"hessian", "reduce_query", "score_train", "compare_rankings"} | REPORTS),
         ("report.py", REPORTS),
+        ("compare.py", {"compare_rankings"}),
         ("data.py", {"prepare_data"} | DOWNSTREAM_OF_TOKENS | REPORTS),
     ],
 )

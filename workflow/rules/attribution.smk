@@ -15,7 +15,7 @@ rule hessian:
         mem_mb=8000,
     params:
         attribution=attribution_params(),
-        preconditioner=preconditioner_params,
+        preconditioner=hessian_params,
         code=code("hessian.py"),
     script:
         "../scripts/hessian.py"

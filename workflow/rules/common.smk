@@ -126,14 +126,9 @@ ATTRIBUTION_KEYS = (
     "loss_reduction",
     "filter_modules",
 )
-PRECONDITIONER_KEYS = (
-    "data",
-    "use_dataset_labels",
-    "hessian_dtype",
-    "module_partitions",
-    "inversion",
-    "damping_factor",
-)
+# What the Hessian fit reads; reduce and score also read how it is inverted.
+HESSIAN_FIT_KEYS = ("data", "use_dataset_labels", "hessian_dtype", "module_partitions")
+INVERSION_KEYS = ("inversion", "damping_factor")
 
 
 def attribution_params():
@@ -141,16 +136,25 @@ def attribution_params():
     return canonical({key: settings.get(key) for key in ATTRIBUTION_KEYS})
 
 
-def preconditioner_params(wildcards):
-    """The method's Hessian settings, or None for `none`: changing a preconditioner
-    setting reruns the preconditioned methods' jobs only."""
-    if wildcards.method == "none":
+def _preconditioner(method, keys):
+    if method == "none":
         return None
     settings = config["attribution"]["preconditioner"]
     return canonical(
-        {"method": wildcards.method, "seed": config["seed"]}
-        | {key: settings[key] for key in PRECONDITIONER_KEYS}
+        {"method": method, "seed": config["seed"]}
+        | {key: settings[key] for key in keys}
     )
+
+
+def hessian_params(wildcards):
+    """What the Hessian fit depends on (not how it is inverted afterwards)."""
+    return _preconditioner(wildcards.method, HESSIAN_FIT_KEYS)
+
+
+def preconditioner_params(wildcards):
+    """The method's Hessian settings, or None for `none`: changing a preconditioner
+    setting reruns the preconditioned methods' jobs only."""
+    return _preconditioner(wildcards.method, HESSIAN_FIT_KEYS + INVERSION_KEYS)
 
 
 def hessian_tokens_input(wildcards):
