@@ -58,3 +58,43 @@ def test_demo_has_enough_guesser_rows_after_filtering(demo_dataset_dir):
     # guesser prompts never state the word; the describer join recovered it
     for row in frames["train"].itertuples():
         assert row.target_word not in row.prompt[0]["content"].lower().split()
+
+
+def test_planting_copies_changes_no_other_row_and_names_the_copies(tmp_path, demo_dataset_dir):
+    import json
+
+    write_demo_dataset(tmp_path / "planted", seed=0, planted_copies=3)
+    plain = (demo_dataset_dir / "train.jsonl").read_text().splitlines()
+    planted = (tmp_path / "planted" / "train.jsonl").read_text().splitlines()
+    assert planted[: len(plain)] == plain  # every original row, unchanged and in place
+    copies = [json.loads(line) for line in planted[len(plain) :]]
+    assert len(copies) == 6  # 3 episodes, both roles
+    sidecar = json.loads((tmp_path / "planted" / "planted.json").read_text())
+    assert [(s["game_role"], s["task_id"]) for s in sidecar] == [
+        (c["meta"]["game_role"], c["meta"]["task_id"]) for c in copies
+    ]
+    validation = [
+        json.loads(line) for line in (demo_dataset_dir / "validation.jsonl").read_text().splitlines()
+    ]
+    train_keys = {
+        (
+            json.loads(r)["meta"]["experiment"],
+            json.loads(r)["meta"]["task_id"],
+            json.loads(r)["meta"]["model"],
+        )
+        for r in plain
+    }
+    for copy, record in zip(copies, sidecar):
+        original = next(
+            v
+            for v in validation
+            if v["meta"]["task_id"] == record["copy_of_validation_task_id"]
+            and v["meta"]["experiment"] == record["experiment"]
+            and v["meta"]["model"] == record["model"]
+            and v["meta"]["game_role"] == record["game_role"]
+        )
+        assert copy["messages"] == original["messages"] and copy["meta"]["outcome"] != "aborted"
+        assert (record["experiment"], record["task_id"], record["model"]) not in train_keys  # a new episode
+    assert (tmp_path / "planted" / "validation.jsonl").read_bytes() == (
+        demo_dataset_dir / "validation.jsonl"
+    ).read_bytes()

@@ -360,24 +360,82 @@ def generate_split(seed: int, n_taboo_episodes: int, n_wordle_episodes: int) -> 
     return rows
 
 
+PLANTED_FILE = "planted.json"
+
+
+def plant_copies(
+    train: list[dict], validation: list[dict], n: int, seed: int
+) -> tuple[list[dict], list[dict]]:
+    """Copy `n` validation taboo episodes (both roles) into train under new task ids.
+
+    The copies are appended, so every other training row keeps its position (and its
+    row_id). Only episodes that the workflow keeps (not aborted) are copied. Returns the
+    new training rows and the sidecar records that say which rows are copies.
+    """
+    rng = random.Random(seed)
+    episodes: dict[tuple, list[dict]] = {}
+    for row in validation:
+        meta = row["meta"]
+        if meta["game"] == "taboo" and meta["outcome"] != "aborted":
+            episodes.setdefault((meta["experiment"], meta["task_id"], meta["model"]), []).append(row)
+    keys = sorted(k for k, rows in episodes.items() if len(rows) == 2)
+    if n > len(keys):
+        raise ValueError(f"planted_copies={n}, but validation has only {len(keys)} complete taboo episodes")
+    chosen = rng.sample(keys, n)
+    next_task_id = {}
+    for row in train:
+        meta = row["meta"]
+        if meta["game"] == "taboo":
+            exp = meta["experiment"]
+            next_task_id[exp] = max(next_task_id.get(exp, 0), meta["task_id"] + 1)
+    planted_rows, sidecar = [], []
+    for experiment, task_id, model in chosen:
+        new_id = next_task_id.get(experiment, 0)
+        next_task_id[experiment] = new_id + 1
+        for row in episodes[(experiment, task_id, model)]:
+            copy = json.loads(json.dumps(row))
+            copy["meta"]["task_id"] = new_id
+            planted_rows.append(copy)
+            sidecar.append(
+                {
+                    "game": "taboo",
+                    "game_role": row["meta"]["game_role"],
+                    "experiment": experiment,
+                    "model": model,
+                    "task_id": new_id,
+                    "copy_of_validation_task_id": task_id,
+                }
+            )
+    return train + planted_rows, sidecar
+
+
 def write_demo_dataset(
     out_dir: str | Path,
     seed: int = 0,
     train_episodes: int = 120,
     validation_episodes: int = 30,
     wordle_episodes: int = 20,
+    planted_copies: int = 0,
 ) -> dict[str, int]:
-    """Write train.jsonl and validation.jsonl under out_dir; return row counts."""
+    """Write train.jsonl, validation.jsonl and planted.json under out_dir; return row counts.
+
+    `planted_copies` validation episodes are copied into train (see `plant_copies`);
+    planted.json names them, for the check that the attribution finds them.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    splits = {}
     for split, n_taboo, split_seed in (
         ("train", train_episodes, seed),
         ("validation", validation_episodes, seed + 1),
     ):
-        rows = generate_split(split_seed, n_taboo, max(1, wordle_episodes * n_taboo // train_episodes))
+        splits[split] = generate_split(
+            split_seed, n_taboo, max(1, wordle_episodes * n_taboo // train_episodes)
+        )
+    splits["train"], sidecar = plant_copies(splits["train"], splits["validation"], planted_copies, seed + 2)
+    for split, rows in splits.items():
         with open(out_dir / f"{split}.jsonl", "w") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
-        counts[split] = len(rows)
-    return counts
+    (out_dir / PLANTED_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return {split: len(rows) for split, rows in splits.items()} | {"planted_rows": len(sidecar)}

@@ -11,6 +11,9 @@ RESULTS = config["results"]
 # Outputs of the offline demo's own rules; a config that names them gets them built.
 DEMO_DATA_DIR = "results/demo/playpen-data"
 DEMO_DATA_FILES = [f"{DEMO_DATA_DIR}/train.jsonl", f"{DEMO_DATA_DIR}/validation.jsonl"]
+# Which training rows are planted copies of validation rows: read only by the check of
+# whether the attribution finds them, never by a ranking rule.
+DEMO_PLANTED_FILE = f"{DEMO_DATA_DIR}/planted.json"
 DEMO_MODEL_DIR = "results/demo/models/gemma-3-270m"
 
 # Threads for the torch-heavy jobs; Snakemake scales this down to --cores and exports it

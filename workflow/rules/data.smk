@@ -1,6 +1,6 @@
 rule generate_demo_data:
     output:
-        DEMO_DATA_FILES,
+        DEMO_DATA_FILES + [DEMO_PLANTED_FILE],
     log:
         f"{RESULTS}/logs/generate_demo_data.log",
     benchmark:
