@@ -191,3 +191,33 @@ def test_token_batch_size_beyond_the_model_is_a_clear_error(tmp_path, adapter, g
     with pytest.raises(WorkflowInputError, match="exceeds the model's maximum length 512"):
         reduce_query(adapter, val_dir, tmp_path / "query", AttributionSettings(token_batch_size=1024))
     assert not (tmp_path / "query").exists()
+
+
+def test_matrix_row_means_equal_the_mean_query_scores(tmp_path, adapter, gemma_tokenizer):
+    """One query per validation row (the workflow's path) vs the mean query: same scores."""
+    import json
+
+    train_dir = _tokens(tmp_path, "train", GUESSER_ROWS[:5] + UNRELATED[:3], gemma_tokenizer)
+    val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[5:], gemma_tokenizer)
+    mean_query = _attribute(tmp_path, adapter, train_dir, val_dir)
+    reduce_query(adapter, val_dir, tmp_path / "rows" / "query", SETTINGS, aggregation="none")
+    score_train(
+        adapter,
+        train_dir,
+        tmp_path / "rows" / "query",
+        tmp_path / "rows" / "score",
+        tmp_path / "rows" / "scores.parquet",
+        SETTINGS,
+        val_tokens_dir=val_dir,
+        matrix_path=tmp_path / "rows" / "matrix.npy",
+        matrix_ids_path=tmp_path / "rows" / "ids.json",
+    )
+    matrix = np.load(tmp_path / "rows" / "matrix.npy", mmap_mode="r")
+    ids = json.loads((tmp_path / "rows" / "ids.json").read_text())
+    assert matrix.shape == (8, 3) and ids["rows"] == mean_query["row_id"].tolist()
+    assert ids["columns"] == ["val-0", "val-1", "val-2"]
+    np.testing.assert_allclose(matrix.mean(axis=1), mean_query["score"], atol=1e-5)
+    scores = pd.read_parquet(tmp_path / "rows" / "scores.parquet")
+    np.testing.assert_allclose(scores["mean"], mean_query["score"], atol=1e-5)
+    np.testing.assert_allclose(scores["nearest"], matrix.max(axis=1), atol=1e-7)
+    assert (scores["nearest"] >= scores["mean"] - 1e-7).all()

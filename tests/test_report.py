@@ -64,3 +64,80 @@ def test_word_influence_aggregates_per_word():
         assert words.loc[word, "n_top"] == rows.row_id.isin(topk[topk.bucket == "top"].row_id).sum()
     assert words.loc["snow", "val_success_rate"] == 0.5 and words.loc["chair", "val_count"] == 0
     assert words["sum_score"].is_monotonic_decreasing
+
+
+# --------------------------------------------------------------------------- per-query
+
+
+def small_matrix():
+    import numpy as np
+
+    # 4 training rows x 3 validation rows
+    matrix = np.array(
+        [
+            [0.9, 0.1, 0.0],
+            [0.2, 0.3, 0.4],
+            [0.1, 0.2, -0.5],
+            [0.3, 0.25, 0.5],
+        ]
+    )
+    rows = pd.DataFrame({"row_id": ["t0", "t1", "t2", "t3"], "n_tokens": 5, "n_trained": 2, "loss": 1.0})
+    return matrix, rows, ["v0", "v1", "v2"]
+
+
+def test_aggregations_of_the_matrix():
+    from playpen_attribution.attribution import aggregate
+
+    matrix, rows, val_ids = small_matrix()
+    out = aggregate(matrix, rows, val_ids).set_index("row_id")
+    assert out["mean"].tolist() == pytest.approx(matrix.mean(axis=1).tolist())
+    assert out["score"].tolist() == out["mean"].tolist()
+    assert out["nearest"].tolist() == pytest.approx([0.9, 0.4, 0.2, 0.5])
+    assert out["best_val_row_id"].tolist() == ["v0", "v2", "v1", "v2"]
+    # percentile ranks per column (0 = lowest, 1 = highest), then averaged:
+    # v0: t0 1, t1 1/3, t2 0, t3 2/3; v1: t0 0, t1 1, t2 1/3, t3 2/3; v2: t0 1/3, t1 2/3, t2 0, t3 1
+    assert out["rank_mean"].tolist() == pytest.approx([4 / 9, 2 / 3, 1 / 9, 7 / 9])
+
+
+def test_helped_val_rows_and_proponents():
+    from playpen_attribution.report import helped_val_rows, val_proponents
+
+    matrix, rows, val_ids = small_matrix()
+    frame_ = pd.DataFrame(matrix, index=rows["row_id"], columns=val_ids)
+    val = pd.DataFrame({"row_id": val_ids, "target_word": ["snow", "chair", None], "outcome": "success"})
+    helped = helped_val_rows(frame_, ["t1"], val.set_index("row_id")["target_word"], n=2).iloc[0]
+    assert helped["helped_val_row_ids"] == ["v2", "v1"]
+    assert helped["helped_val_words"] == [None, "chair"]
+    assert helped["helped_val_scores"] == pytest.approx([0.4, 0.3])
+    train = pd.DataFrame({"row_id": ["t0", "t1", "t2", "t3"], "target_word": ["snow", "snow", "chair", None]})
+    props = val_proponents(frame_, train, val, k=2)
+    v0 = props[props["val_row_id"] == "v0"]
+    assert v0[v0.kind == "proponent"]["train_row_id"].tolist() == ["t0", "t3"]
+    assert v0[v0.kind == "opponent"]["train_row_id"].tolist() == ["t2", "t1"]
+    assert v0[v0.kind == "proponent"]["same_word"].tolist() == [True, False]
+    assert len(props) == 3 * 2 * 2
+
+
+def test_planted_ranks_under_every_method_and_aggregation():
+    from playpen_attribution.report import planted_ranks
+
+    train = pd.DataFrame(
+        {"row_id": ["t0", "t1", "t2", "t3"], "experiment": "e", "task_id": [0, 1, 2, 9], "model": "m"}
+    )
+    scores = pd.DataFrame(
+        {
+            "row_id": ["t0", "t1", "t2", "t3"],
+            "mean": [0.4, 0.3, 0.2, 0.1],
+            "nearest": [0.1, 0.2, 0.3, 0.9],
+            "rank_mean": [0.5, 0.5, 0.5, 0.5],
+        }
+    )
+    planted = [
+        {"game": "taboo", "game_role": "WordGuesser", "experiment": "e", "task_id": 9, "model": "m"},
+        {"game": "taboo", "game_role": "WordDescriber", "experiment": "e", "task_id": 9, "model": "m"},
+    ]
+    table = planted_ranks(planted, train, {"none": scores}, "taboo", "WordGuesser").set_index("aggregation")
+    assert table.loc["mean", "rank"] == 4 and not table.loc["mean", "in_top_2n"]
+    assert table.loc["nearest", "rank"] == 1 and table.loc["nearest", "in_top_2n"]
+    assert table.loc["rank_mean", "rank"] == 4  # ties broken by row_id
+    assert set(table["n_planted"]) == {1}

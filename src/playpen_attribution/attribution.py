@@ -243,15 +243,21 @@ def reduce_query(
     settings: AttributionSettings,
     preconditioner: PreconditionerSettings | None = None,
     hessian_dir=None,
+    aggregation: str = "none",
 ) -> None:
-    """Aggregate the validation rows' (preconditioned) gradients into one query."""
+    """The validation rows' (preconditioned, normalised) gradients as queries: one per row
+    (aggregation "none", the workflow's default: score_train then writes the influence
+    matrix), or their mean as one query ("mean")."""
     from bergson.cli.commands import Reduce
 
     with _bergson_run(adapter_dir, val_tokens_dir, out_dir, settings) as (_, index_cfg, tokens):
         Reduce(
-            index_cfg=index_cfg, preprocess_cfg=_preprocess(settings, preconditioner, hessian_dir, "mean")
+            index_cfg=index_cfg,
+            preprocess_cfg=_preprocess(settings, preconditioner, hessian_dir, aggregation),
         ).execute()
-    log.info("query from %d validation rows written to %s", len(tokens), out_dir)
+    log.info(
+        "queries (aggregation %s) from %d validation rows written to %s", aggregation, len(tokens), out_dir
+    )
 
 
 def query_run(query_dir) -> Path:
@@ -267,12 +273,21 @@ def score_train(
     settings: AttributionSettings,
     preconditioner: PreconditionerSettings | None = None,
     hessian_dir=None,
+    val_tokens_dir=None,
+    matrix_path=None,
+    matrix_ids_path=None,
 ):
-    """Score every training row against the query; write the run and scores.parquet."""
+    """Score every training row against every query; write the run and scores.parquet.
+
+    With one query per validation row (`val_tokens_dir` names their rows), also write the
+    influence matrix (train rows x validation rows, float32 .npy, loads lazily with
+    `np.load(path, mmap_mode="r")`) and its row and column ids; scores.parquet then holds
+    the aggregations of each training row's scores over the validation rows."""
     from bergson.cli.commands import Score
     from bergson.config.config import ScoreConfig
 
-    from .io import write_parquet
+    from .io import write_json, write_parquet
+    from .tokens import load_token_dataset
 
     with _bergson_run(adapter_dir, train_tokens_dir, out_dir, settings) as (tmp, index_cfg, tokens):
         Score(
@@ -286,17 +301,64 @@ def score_train(
             # config.yaml says so); the training gradients get H^-1/2 here when normalised.
             preprocess_cfg=_preprocess(settings, preconditioner, hessian_dir, "none"),
         ).execute()
-        scores = read_scores(tmp / "run", tokens)
+        matrix, rows = read_score_matrix(tmp / "run", tokens)
+    if val_tokens_dir is None:
+        if matrix.shape[1] != 1:
+            raise RuntimeError(f"expected one query score column, bergson wrote {matrix.shape[1]}")
+        scores = rows.assign(score=matrix[:, 0])[["row_id", "score", "n_tokens", "n_trained", "loss"]]
+    else:
+        import numpy as np
+
+        from .io import atomic_path
+
+        val_ids = load_token_dataset(val_tokens_dir)["row_id"]
+        if matrix.shape[1] != len(val_ids):
+            raise RuntimeError(f"{matrix.shape[1]} query columns for {len(val_ids)} validation rows")
+        with atomic_path(matrix_path) as tmp_matrix:
+            with open(tmp_matrix, "wb") as handle:
+                np.save(handle, matrix.astype(np.float32))
+        write_json({"rows": rows["row_id"].tolist(), "columns": list(val_ids)}, matrix_ids_path)
+        scores = aggregate(matrix, rows, val_ids)
     write_parquet(scores, scores_path)
     log.info("scored %d training rows: %s", len(scores), scores["score"].describe().to_dict())
 
 
-def read_scores(run_dir, tokens):
-    """Bergson's row i is input row i: map scores back to row_ids, checking that claim.
+AGGREGATIONS = ("mean", "nearest", "rank_mean")
 
-    Bergson writes one record per input row, in input order, with a `written_0` flag. Its
-    per-row dataset keeps the labels it scored, so we check them against ours row by row.
+
+def aggregate(matrix, rows, val_ids):
+    """Each training row's scores over the validation rows, three ways:
+
+    - mean: the influence on the mean validation loss (equals scoring against the mean
+      query, since the score is linear in the query);
+    - nearest: the largest score over validation rows: a row that strongly helps one
+      validation row counts, even if it is atypical for the rest;
+    - rank_mean: the mean over validation rows of the row's percentile rank among the
+      training rows (1 = top for every validation row), robust to score scale.
+    Plus, for each training row, the validation row it helps most.
     """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    n = matrix.shape[0]
+    percentile = (rankdata(matrix, axis=0) - 1) / max(n - 1, 1)
+    out = rows.assign(
+        score=matrix.mean(axis=1),
+        mean=matrix.mean(axis=1),
+        nearest=matrix.max(axis=1),
+        rank_mean=percentile.mean(axis=1),
+        best_val_row_id=np.asarray(val_ids, dtype=object)[matrix.argmax(axis=1)],
+    )
+    return out[["row_id", "score", *AGGREGATIONS, "best_val_row_id", "n_tokens", "n_trained", "loss"]]
+
+
+def read_score_matrix(run_dir, tokens):
+    """Bergson's row i is input row i: its scores against every query, and the row's ids.
+
+    Bergson writes one record per input row, in input order, with a `written_j` flag per
+    query. Its per-row dataset keeps the labels it scored, so we check them against ours
+    row by row. Returns (matrix [rows x queries] float64, frame of row_id, n_tokens,
+    n_trained, loss)."""
     import datasets
     import numpy as np
     import pandas as pd
@@ -304,25 +366,36 @@ def read_scores(run_dir, tokens):
 
     run_dir = Path(run_dir)
     stored = load_scores(run_dir)
-    if stored.num_scores != 1:
-        raise RuntimeError(f"expected one query score column, bergson wrote {stored.num_scores}")
-    score = np.asarray(stored.mmap["score_0"], dtype=np.float64)
-    written = np.asarray(stored.mmap["written_0"], dtype=bool)
-    if len(score) != len(tokens):
-        raise RuntimeError(f"bergson wrote {len(score)} scores for {len(tokens)} rows")
-    if not written.all():
-        missing = [tokens[int(i)]["row_id"] for i in np.flatnonzero(~written)[:10]]
-        raise RuntimeError(f"bergson did not write scores for {int((~written).sum())} rows, e.g. {missing}")
+    matrix = np.stack(
+        [np.asarray(stored.mmap[f"score_{j}"], dtype=np.float64) for j in range(stored.num_scores)], 1
+    )
+    written = np.stack(
+        [np.asarray(stored.mmap[f"written_{j}"], dtype=bool) for j in range(stored.num_scores)], 1
+    )
+    if len(matrix) != len(tokens):
+        raise RuntimeError(f"bergson wrote {len(matrix)} scores for {len(tokens)} rows")
+    missing_rows = ~written.all(axis=1)
+    if missing_rows.any():
+        missing = [tokens[int(i)]["row_id"] for i in np.flatnonzero(missing_rows)[:10]]
+        raise RuntimeError(f"bergson did not write scores for {int(missing_rows.sum())} rows, e.g. {missing}")
     per_row = datasets.load_from_disk(str(run_dir / "data.hf"))
     if per_row["labels"] != tokens["labels"]:
         raise RuntimeError("bergson's row order differs from the token rows; scores would be mislabeled")
-    loss = per_row["loss"] if "loss" in per_row.column_names else [float("nan")] * len(score)
-    return pd.DataFrame(
+    loss = per_row["loss"] if "loss" in per_row.column_names else [float("nan")] * len(matrix)
+    rows = pd.DataFrame(
         {
             "row_id": tokens["row_id"],
-            "score": score,
             "n_tokens": np.asarray(tokens["n_tokens"], dtype=np.int64),
             "n_trained": np.asarray(tokens["n_trained"], dtype=np.int64),
             "loss": np.asarray(loss, dtype=np.float64),
         }
     )
+    return matrix, rows
+
+
+def read_scores(run_dir, tokens):
+    """Scores against a single query (the mean-query path): row_id, score, ..."""
+    matrix, rows = read_score_matrix(run_dir, tokens)
+    if matrix.shape[1] != 1:
+        raise RuntimeError(f"expected one query score column, bergson wrote {matrix.shape[1]}")
+    return rows.assign(score=matrix[:, 0])[["row_id", "score", "n_tokens", "n_trained", "loss"]]

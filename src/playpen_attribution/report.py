@@ -11,6 +11,8 @@ TOPK_COLUMNS = [
     "rank",
     "row_id",
     "score",
+    "method",
+    "aggregation",
     "experiment",
     "task_id",
     "model",
@@ -19,7 +21,78 @@ TOPK_COLUMNS = [
     "n_turns",
     "prompt",
     "completion",
+    "helped_val_row_ids",
+    "helped_val_words",
+    "helped_val_scores",
 ]
+N_HELPED = 3
+AGGREGATION_TEXT = {
+    "mean": "the mean of its scores over the validation rows (its influence on the mean validation loss)",
+    "nearest": "its largest score over the validation rows (the validation row it helps most)",
+    "rank_mean": "its percentile rank among the training rows, averaged over the validation rows",
+}
+
+
+def with_aggregation(scores: pd.DataFrame, aggregation: str) -> pd.DataFrame:
+    """`score` becomes the chosen aggregation of the row's scores over validation rows."""
+    if aggregation not in scores.columns:
+        raise WorkflowInputError(f"scores have no {aggregation!r} column; columns: {list(scores.columns)}")
+    return scores.assign(score=scores[aggregation])
+
+
+def load_matrix(matrix_path, ids_path):
+    """The influence matrix as a frame: index train row_ids, columns val row_ids (lazy load)."""
+    import json
+
+    import numpy as np
+
+    ids = json.loads(open(ids_path).read())
+    matrix = np.load(matrix_path, mmap_mode="r")
+    return pd.DataFrame(np.asarray(matrix), index=ids["rows"], columns=ids["columns"])
+
+
+def helped_val_rows(matrix: pd.DataFrame, row_ids, val_words: pd.Series, n: int = N_HELPED) -> pd.DataFrame:
+    """For each training row, the `n` validation rows its gradient helps most."""
+    out = []
+    for row_id in row_ids:
+        best = matrix.loc[row_id].nlargest(n)
+        out.append(
+            {
+                "row_id": row_id,
+                "helped_val_row_ids": best.index.tolist(),
+                "helped_val_words": [None if pd.isna(w) else w for w in val_words.reindex(best.index)],
+                "helped_val_scores": best.to_numpy(dtype=float).tolist(),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def val_proponents(matrix: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame, k: int) -> pd.DataFrame:
+    """For each validation row: its top-k proponents and opponents among the training rows
+    (long format), with target words, and whether the training row has the same word."""
+    words = train.set_index("row_id")["target_word"]
+    val_meta = val.set_index("row_id")
+    rows = []
+    for val_id in matrix.columns:
+        column = matrix[val_id]
+        val_word = val_meta.at[val_id, "target_word"] if "target_word" in val_meta.columns else None
+        for kind, picked in (("proponent", column.nlargest(k)), ("opponent", column.nsmallest(k))):
+            for rank, (train_id, score) in enumerate(picked.items(), start=1):
+                word = words.get(train_id)
+                rows.append(
+                    {
+                        "val_row_id": val_id,
+                        "val_target_word": None if pd.isna(val_word) else val_word,
+                        "val_outcome": val_meta.at[val_id, "outcome"],
+                        "kind": kind,
+                        "rank": rank,
+                        "train_row_id": train_id,
+                        "train_target_word": None if pd.isna(word) else word,
+                        "score": float(score),
+                        "same_word": bool(not pd.isna(word) and not pd.isna(val_word) and word == val_word),
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def join_scores(scores: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +113,7 @@ def top_bottom(scored: pd.DataFrame, k: int) -> pd.DataFrame:
     bottom = ordered.iloc[::-1].head(n_bottom).assign(bucket="bottom", rank=range(1, n_bottom + 1))
     out = pd.concat([top, bottom], ignore_index=True)
     out["rank"] = out["rank"].astype("int64")
-    return out[TOPK_COLUMNS]
+    return out[[c for c in TOPK_COLUMNS if c in out.columns]]
 
 
 def word_influence(scored: pd.DataFrame, val: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -88,18 +161,25 @@ def topk_markdown(
     n_rows: int,
     unit_normalize: bool,
     words: pd.DataFrame | None = None,
+    method: str = "none",
+    aggregation: str = "mean",
+    proponents: pd.DataFrame | None = None,
 ) -> str:
     lines = [
         f"# Most and least influential training rows: {game} / {role}",
         "",
-        f"{n_rows} training rows were scored against the mean gradient of the validation set.",
+        f"{n_rows} training rows were scored against each validation row with method "
+        f"`{method}` (preconditioner), and ranked by `{aggregation}`: "
+        f"{AGGREGATION_TEXT.get(aggregation, aggregation)}.",
         "",
-        "**How to read a score.** A row's score is the dot product of its loss gradient "
-        + ("(unit-normalised) " if unit_normalize else "")
-        + "with the validation query. A positive score means a training step on that row "
-        "lowers the validation loss (it teaches what the validation set needs); a negative "
-        "score means it raises it (it pulls the model away). Scores rank rows within this run; "
-        "their absolute size depends on the model and normalisation.",
+        "**How to read a score.** A row's score against a validation row is the dot product of "
+        "their loss gradients "
+        + ("(unit-normalised, so a cosine) " if unit_normalize else "")
+        + "after preconditioning. A positive score means a training step on that row "
+        "lowers that validation row's loss (it teaches what the validation set needs); a "
+        "negative score means it raises it. Scores rank rows within this run; their absolute "
+        "size depends on the model and normalisation. *Helps most* lists the validation rows "
+        "(and their target words) whose loss the row lowers most.",
         "",
     ]
     n_negative = int((topk["score"] < 0).sum())
@@ -117,14 +197,18 @@ def topk_markdown(
         lines += [
             f"## {title}",
             "",
-            "| rank | score | row_id | word | outcome | turns | completion |",
-            "|---|---|---|---|---|---|---|",
+            "| rank | score | row_id | word | outcome | turns | completion | helps most |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in part.itertuples():
             word = "" if pd.isna(r.target_word) else r.target_word
             completion = _clip(r.completion, 80).replace("|", "\\|")
+            helped = ", ".join(
+                f"{v} ({w or '?'}, {x:.2g})"
+                for v, w, x in zip(r.helped_val_row_ids, r.helped_val_words, r.helped_val_scores)
+            )
             lines.append(
-                f"| {r.rank} | {r.score:.4g} | {r.row_id} | {word} | {r.outcome} | {r.n_turns} | {completion} |"
+                f"| {r.rank} | {r.score:.4g} | {r.row_id} | {word} | {r.outcome} | {r.n_turns} | {completion} | {helped} |"
             )
         lines.append("")
     if words is not None and len(words):
@@ -140,6 +224,17 @@ def topk_markdown(
                 f"won in {r.train_success_rate:.0%} of training episodes"
             )
         lines.append("")
+    if proponents is not None and len(proponents) and proponents["val_target_word"].notna().any():
+        top1 = proponents[(proponents["kind"] == "proponent") & (proponents["rank"] == 1)]
+        top1 = top1[top1["val_target_word"].notna()]
+        lines += [
+            "## Are validation words learned from episodes of the same word?",
+            "",
+            f"For {int(top1['same_word'].sum())} of {len(top1)} validation rows, the training row that "
+            "helps most has the same target word (`val_proponents.parquet` lists each validation "
+            "row's top proponents and opponents).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -258,29 +353,44 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
 def write_topk_report(
     scores_path,
     train_path,
+    val_path,
+    matrix_path,
+    matrix_ids_path,
     words_path,
     data_summary_path,
     tokens_summary_path,
     k,
     unit_normalize,
+    method,
+    aggregation,
     game,
     role,
     topk_out,
     markdown_out,
     plot_out,
+    proponents_out,
 ):
     """The report_topk rule. `words_path` (taboo only) adds the top words to the summary."""
     from .io import write_parquet, write_text
 
-    scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
-    topk = top_bottom(scored, k)
+    train, val = pd.read_parquet(train_path), pd.read_parquet(val_path)
+    scored = join_scores(with_aggregation(pd.read_parquet(scores_path), aggregation), train)
+    topk = top_bottom(scored.assign(method=method, aggregation=aggregation), k)
+    matrix = load_matrix(matrix_path, matrix_ids_path)
+    helped = helped_val_rows(matrix, topk["row_id"], val.set_index("row_id")["target_word"])
+    topk = topk.merge(helped, on="row_id", how="left", validate="many_to_one")[TOPK_COLUMNS]
+    proponents = val_proponents(matrix, train, val, k)
     words = pd.read_parquet(words_path) if words_path else None
     counts = data_counts_markdown(_read_json(data_summary_path), _read_json(tokens_summary_path))
     write_parquet(topk, topk_out)
-    write_text(
-        topk_markdown(topk, game, role, len(scored), unit_normalize, words) + "\n" + counts, markdown_out
+    write_parquet(proponents, proponents_out)
+    summary = topk_markdown(
+        topk, game, role, len(scored), unit_normalize, words, method, aggregation, proponents
     )
-    plot_scores(scored, topk, plot_out, f"Influence on validation loss: {game} / {role}")
+    write_text(summary + "\n" + counts, markdown_out)
+    plot_scores(
+        scored, topk, plot_out, f"Influence on validation loss ({method}, {aggregation}): {game} / {role}"
+    )
 
 
 def write_words_report(
@@ -290,6 +400,7 @@ def write_words_report(
     data_summary_path,
     tokens_summary_path,
     k,
+    aggregation,
     game,
     role,
     words_out,
@@ -299,9 +410,74 @@ def write_words_report(
     """The report_words rule."""
     from .io import write_parquet, write_text
 
-    scored = join_scores(pd.read_parquet(scores_path), pd.read_parquet(train_path))
+    scored = join_scores(
+        with_aggregation(pd.read_parquet(scores_path), aggregation), pd.read_parquet(train_path)
+    )
     words = word_influence(scored, pd.read_parquet(val_path), k)
     counts = data_counts_markdown(_read_json(data_summary_path), _read_json(tokens_summary_path))
     write_parquet(words, words_out)
     write_text(words_markdown(words, game, role) + "\n" + counts, markdown_out)
     plot_words(words, plot_out, f"Most influential target words: {game} / {role}")
+
+
+def planted_ranks(planted: list[dict], train: pd.DataFrame, scores: dict[str, pd.DataFrame], game, role):
+    """Rank of every planted copy (in this game and role) under every method x aggregation."""
+    from .attribution import AGGREGATIONS
+
+    copies = [p for p in planted if p["game"] == game and p["game_role"] == role]
+    keys = {(p["experiment"], p["task_id"], p["model"]) for p in copies}
+    is_copy = [(e, t, m) in keys for e, t, m in zip(train["experiment"], train["task_id"], train["model"])]
+    copy_ids = train.loc[is_copy, "row_id"].tolist()
+    if len(copy_ids) != len(copies):
+        raise WorkflowInputError(
+            f"planted.json names {len(copies)} {game}/{role} rows, the training data holds {len(copy_ids)} of them"
+        )
+    rows = []
+    for method, frame in scores.items():
+        for aggregation in AGGREGATIONS:
+            ordered = frame.sort_values([aggregation, "row_id"], ascending=[False, True], kind="stable")
+            rank = pd.Series(range(1, len(ordered) + 1), index=ordered["row_id"].to_numpy())
+            for row_id in copy_ids:
+                rows.append(
+                    {
+                        "method": method,
+                        "aggregation": aggregation,
+                        "row_id": row_id,
+                        "rank": int(rank[row_id]),
+                        "n_rows": len(frame),
+                        "n_planted": len(copy_ids),
+                        "in_top_2n": bool(rank[row_id] <= 2 * len(copy_ids)),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def planted_markdown(table: pd.DataFrame, game, role) -> str:
+    lines = [
+        f"# Where the planted copies rank: {game} / {role}",
+        "",
+        "Copies of validation episodes were planted in the training data; a ranking that finds "
+        "what drives the validation loss should put them near the top. Ranks out of "
+        f"{table['n_rows'].iloc[0]} training rows; the target is the top 2 x {table['n_planted'].iloc[0]}.",
+        "",
+        "| method | aggregation | ranks of the copies | all in top 2N |",
+        "|---|---|---|---|",
+    ]
+    for (method, aggregation), part in table.groupby(["method", "aggregation"], sort=False):
+        ranks = ", ".join(str(r) for r in sorted(part["rank"]))
+        lines.append(f"| {method} | {aggregation} | {ranks} | {'yes' if part['in_top_2n'].all() else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_planted_report(planted_path, score_paths, methods, train_path, game, role, table_out, markdown_out):
+    """The report_planted rule."""
+    from .io import write_parquet, write_text
+
+    planted = _read_json(planted_path)
+    scores = {m: pd.read_parquet(p) for m, p in zip(methods, score_paths)}
+    table = planted_ranks(planted, pd.read_parquet(train_path), scores, game, role)
+    if table.empty:
+        raise WorkflowInputError(f"no planted copies for {game}/{role} (demo_data.planted_copies is 0?)")
+    write_parquet(table, table_out)
+    write_text(planted_markdown(table, game, role), markdown_out)
+    return table

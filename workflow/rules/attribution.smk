@@ -47,11 +47,14 @@ rule score_train:
     input:
         adapter=rules.bootstrap_adapter.output[0],
         train=rules.tokenize.output.train,
+        val=rules.tokenize.output.val,
         query=rules.reduce_query.output[0],
         hessian=hessian_input,
     output:
         run=directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/score"),
         scores=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/scores.parquet",
+        matrix=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/matrix.npy",
+        matrix_ids=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/matrix_ids.json",
     log:
         f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/score_train.log",
     benchmark:
@@ -89,3 +92,22 @@ rule compare_rankings:
         code=code("compare_rankings.py"),
     script:
         "../scripts/compare_rankings.py"
+
+
+rule report_planted:
+    input:
+        planted=DEMO_PLANTED_FILE,
+        scores=method_scores,
+        train=rules.prepare_data.output.train,
+    output:
+        table=f"{RESULTS}/{{game}}/{{role}}/attribution/planted.parquet",
+        summary=f"{RESULTS}/{{game}}/{{role}}/attribution/planted.md",
+    log:
+        log_path("report_planted"),
+    benchmark:
+        benchmark_path("report_planted")
+    params:
+        methods=METHODS,
+        code=code("report_planted.py"),
+    script:
+        "../scripts/report_planted.py"

@@ -14,6 +14,10 @@ DEMO_DATA_FILES = [f"{DEMO_DATA_DIR}/train.jsonl", f"{DEMO_DATA_DIR}/validation.
 # Which training rows are planted copies of validation rows: read only by the check of
 # whether the attribution finds them, never by a ranking rule.
 DEMO_PLANTED_FILE = f"{DEMO_DATA_DIR}/planted.json"
+PLANTED = (
+    config["dataset"]["path"] == DEMO_DATA_DIR
+    and config.get("demo_data", {}).get("planted_copies", 0) > 0
+)
 DEMO_MODEL_DIR = "results/demo/models/gemma-3-270m"
 
 # Threads for the torch-heavy jobs; Snakemake scales this down to --cores and exports it
@@ -178,6 +182,14 @@ def hessian_input(wildcards):
 def report_scores(wildcards):
     """The scores that topk.parquet and words.parquet report (attribution.report_method)."""
     return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{REPORT_METHOD}/scores.parquet"
+
+
+def report_matrix(wildcards):
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{REPORT_METHOD}/matrix.npy"
+
+
+def report_matrix_ids(wildcards):
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{REPORT_METHOD}/matrix_ids.json"
 
 
 def method_scores(wildcards):

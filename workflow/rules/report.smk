@@ -1,7 +1,10 @@
 rule report_topk:
     input:
         scores=report_scores,
+        matrix=report_matrix,
+        matrix_ids=report_matrix_ids,
         train=rules.prepare_data.output.train,
+        val=rules.prepare_data.output.val,
         # taboo only: the summary lists the top target words, and asking for topk.parquet
         # then also builds words.parquet
         words=words_input,
@@ -21,6 +24,7 @@ rule report_topk:
             category="Attribution",
             labels={"game": "{game}", "role": "{role}", "file": "score histogram"},
         ),
+        proponents=f"{RESULTS}/{{game}}/{{role}}/val_proponents.parquet",
     log:
         log_path("report_topk"),
     benchmark:
@@ -28,6 +32,8 @@ rule report_topk:
     params:
         k=config["report"]["k"],
         unit_normalize=config["attribution"]["unit_normalize"],
+        method=REPORT_METHOD,
+        aggregation=config["report"]["aggregation"],
         code=code("report_topk.py"),
     script:
         "../scripts/report_topk.py"
@@ -60,6 +66,7 @@ rule report_words:
         benchmark_path("report_words")
     params:
         k=config["report"]["k"],
+        aggregation=config["report"]["aggregation"],
         code=code("report_words.py"),
     script:
         "../scripts/report_words.py"

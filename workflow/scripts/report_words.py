@@ -13,6 +13,7 @@ def main(snakemake):
         data_summary_path=snakemake.input.data_summary,
         tokens_summary_path=snakemake.input.tokens_summary,
         k=snakemake.params.k,
+        aggregation=snakemake.params.aggregation,
         game=snakemake.wildcards.game,
         role=snakemake.wildcards.role,
         words_out=snakemake.output.words,

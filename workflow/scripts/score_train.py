@@ -16,6 +16,9 @@ def main(snakemake):
         settings,
         preconditioner,
         hessian_dir=snakemake.input.hessian or None,
+        val_tokens_dir=snakemake.input.val,
+        matrix_path=snakemake.output.matrix,
+        matrix_ids_path=snakemake.output.matrix_ids,
     )
 
 

@@ -1,0 +1,22 @@
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
+from playpen_attribution.smk import log, run_step
+
+
+def main(snakemake):
+    from playpen_attribution.report import write_planted_report
+
+    table = write_planted_report(
+        snakemake.input.planted,
+        snakemake.input.scores,
+        snakemake.params.methods,
+        snakemake.input.train,
+        snakemake.wildcards.game,
+        snakemake.wildcards.role,
+        snakemake.output.table,
+        snakemake.output.summary,
+    )
+    log.info("planted copies:\n%s", table.to_string(index=False))
+
+
+run_step(snakemake, main)  # noqa: F821
