@@ -60,6 +60,16 @@ def all_targets():
         for game, role in TARGETS
         if game == "taboo"
     ]
+    if len(METHODS) > 1:
+        targets += per_target(
+            f"{RESULTS}/{{game}}/{{role}}/attribution/compare.parquet"
+        )
+    if PLANTED:
+        targets += [
+            f"{RESULTS}/{game}/{role}/attribution/planted.parquet"
+            for game, role in TARGETS
+            if game == "taboo"
+        ]
     return targets
 
 
