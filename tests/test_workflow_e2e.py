@@ -17,7 +17,13 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
     work = tmp_path_factory.mktemp("workflow")
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config["model"] = {"name_or_path": str(tiny_gemma_dir)}
-    config["demo_data"] = {"seed": 3, "train_episodes": 24, "validation_episodes": 8, "wordle_episodes": 2}
+    config["demo_data"] = {
+        "seed": 3,
+        "train_episodes": 24,
+        "validation_episodes": 8,
+        "wordle_episodes": 2,
+        "planted_copies": 2,
+    }
     config["targets"] = [{"game": "taboo", "role": "WordGuesser"}]
     # A template file of our own (the tokenizer's own text): a tracked input of tokenize.
     (work / "chat_template.jinja").write_text((tiny_gemma_dir / "chat_template.jinja").read_text())
@@ -44,6 +50,7 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
         str(work),
         "results/demo/taboo/WordGuesser/topk.parquet",
         "results/demo/taboo/WordGuesser/attribution/compare.parquet",
+        "results/demo/taboo/WordGuesser/attribution/planted.parquet",
     )
     (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
     return work
@@ -115,7 +122,7 @@ def test_no_op_rerun_has_nothing_to_do(workflow_dir):
 
 def test_changing_k_reruns_only_the_reports(workflow_dir):
     jobs = planned_jobs(dry_run(workflow_dir, report={"k": 2}))
-    assert set(jobs) - {"all"} == {"report_topk", "report_words"}
+    assert set(jobs) - {"all"} == {"report_topk", "report_words", "compare_rankings"}
 
 
 def test_changing_the_mask_reruns_from_tokenize(workflow_dir):
@@ -154,6 +161,11 @@ def test_changing_the_report_method_reruns_no_gradient_job(workflow_dir):
     assert set(jobs) - {"all"} == REPORTS
 
 
+def test_changing_the_aggregation_reruns_only_the_reports(workflow_dir):
+    jobs = planned_jobs(dry_run(workflow_dir, report={"aggregation": "mean"}))
+    assert set(jobs) - {"all"} == REPORTS
+
+
 def _methods_of_planned(output: str, rule: str) -> set[str]:
     import re
 
@@ -166,14 +178,20 @@ def test_changing_the_inversion_reruns_only_the_preconditioned_scores(workflow_d
         workflow_dir, attribution={"preconditioner": {"use_dataset_labels": True, "damping_factor": 0.5}}
     )
     jobs = planned_jobs(output)
-    assert set(jobs) - {"all"} == {"reduce_query", "score_train", "compare_rankings"}
+    assert set(jobs) - {"all"} == {"reduce_query", "score_train", "compare_rankings", "report_planted"}
     assert _methods_of_planned(output, "score_train") == {"kfac"}
 
 
 def test_changing_the_hessian_fit_reruns_it(workflow_dir):
     output = dry_run(workflow_dir, attribution={"preconditioner": {"use_dataset_labels": False}})
     jobs = planned_jobs(output)
-    assert set(jobs) - {"all"} == {"hessian", "reduce_query", "score_train", "compare_rankings"}
+    assert set(jobs) - {"all"} == {
+        "hessian",
+        "reduce_query",
+        "score_train",
+        "compare_rankings",
+        "report_planted",
+    }
     assert _methods_of_planned(output, "reduce_query") == {"kfac"}
 
 
@@ -189,6 +207,7 @@ DOWNSTREAM_OF_TOKENS = {
     "reduce_query",
     "score_train",
     "compare_rankings",
+    "report_planted",
 }
 REPORTS = {"report_topk", "report_words"}
 
@@ -222,8 +241,11 @@ def test_the_code_hash_follows_the_code_not_its_location_or_comments(workflow_co
     "module, expected",
     [
         ("tokens.py", DOWNSTREAM_OF_TOKENS | REPORTS),
-        ("attribution.py", {"hessian", "reduce_query", "score_train", "compare_rankings"} | REPORTS),
-        ("report.py", REPORTS),
+        (
+            "attribution.py",
+            {"hessian", "reduce_query", "score_train", "compare_rankings", "report_planted"} | REPORTS,
+        ),
+        ("report.py", REPORTS | {"report_planted"}),
         ("compare.py", {"compare_rankings"}),
         ("data.py", {"prepare_data"} | DOWNSTREAM_OF_TOKENS | REPORTS),
     ],
@@ -268,3 +290,45 @@ def test_the_reports_state_the_data_counts(workflow_dir):
         assert f"| **scored / used** | {tokens['train']['rows_out']} | {tokens['val']['rows_out']} |" in text
         dup = summary["splits"]["train"]["exact_duplicates"], summary["splits"]["val"]["exact_duplicates"]
         assert f"| kept: exact duplicates of an earlier row | {dup[0]} | {dup[1]} |" in text
+
+
+def test_planted_copies_are_found_under_the_default_ranking(workflow_dir):
+    """End to end through Snakemake: the default method and aggregation put the copies of
+    validation episodes in the top 2 x copies."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    default_aggregation = schema["properties"]["report"]["properties"]["aggregation"]["default"]
+    planted = pd.read_parquet(workflow_dir / OUT / "attribution/planted.parquet")
+    assert set(planted["method"]) == {"none", "kfac"} and set(planted["n_planted"]) == {2}
+    chosen = planted[(planted["method"] == "none") & (planted["aggregation"] == default_aggregation)]
+    assert len(chosen) == 2 and chosen["in_top_2n"].all(), planted
+    topk = pd.read_parquet(workflow_dir / OUT / "topk.parquet")
+    assert set(topk["aggregation"]) == {default_aggregation} and set(topk["method"]) == {"none"}
+    assert set(chosen["row_id"]) <= set(topk.loc[topk["bucket"] == "top", "row_id"]) or len(topk) < 4
+
+
+def test_the_planted_sidecar_is_read_by_no_ranking_rule(workflow_dir):
+    import re
+
+    output = run_snakemake(
+        "-n", "--forceall", f"--configfile={workflow_dir / 'config.yaml'}", "-d", str(workflow_dir)
+    ).stdout
+    readers = {
+        rule
+        for rule, block in re.findall(r"^(?:local)?rule (\w+):\n(.*?)\n\n", output, re.M | re.S)
+        if "planted.json" in block.split("output:")[0]
+    }
+    assert readers == {"report_planted"}
+
+
+def test_the_matrix_and_its_aggregations_agree(workflow_dir):
+    import numpy as np
+
+    matrix = np.load(workflow_dir / OUT / "attribution/none/matrix.npy", mmap_mode="r")
+    ids = json.loads((workflow_dir / OUT / "attribution/none/matrix_ids.json").read_text())
+    scores = pd.read_parquet(workflow_dir / OUT / "attribution/none/scores.parquet")
+    val = pd.read_parquet(workflow_dir / OUT / "data/val.parquet")
+    assert matrix.shape == (len(scores), len(val)) and ids["columns"] == val["row_id"].tolist()
+    np.testing.assert_allclose(scores["nearest"], matrix.max(axis=1), atol=1e-6)
+    np.testing.assert_allclose(scores["mean"], matrix.mean(axis=1), atol=1e-6)
+    proponents = pd.read_parquet(workflow_dir / OUT / "val_proponents.parquet")
+    assert set(proponents["val_row_id"]) == set(val["row_id"])
