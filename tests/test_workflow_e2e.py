@@ -102,12 +102,16 @@ def test_chain_outputs_are_consistent(workflow_dir):
     topk = pd.read_parquet(out / "topk.parquet")
     assert list(topk.groupby("bucket").size().sort_index()) == [3, 3]
     top = topk[topk["bucket"] == "top"]
-    assert top["score"].tolist() == sorted(scores["score"], reverse=True)[:3]
+    aggregation = topk["aggregation"].iloc[0]  # the report's ranking (report.aggregation)
+    assert top["score"].tolist() == sorted(scores[aggregation], reverse=True)[:3]
+    assert all(len(ids) == 3 for ids in topk["helped_val_row_ids"])
     summary_md = (out / "topk.md").read_text()
     assert summary_md.count("| ") > 6 and "Most influential target words" in summary_md
     words = pd.read_parquet(out / "words.parquet")
     assert words["count"].sum() == train["target_word"].notna().sum()
-    assert words["sum_score"].sum() == pytest.approx(scores["score"].sum())
+    assert words["sum_score"].sum() == pytest.approx(
+        scores.loc[train["target_word"].notna().to_numpy(), aggregation].sum()
+    )
     metrics = pd.read_parquet(out / "sft/metrics.parquet")
     assert set(metrics["split"]) == {"train", "val"}
     summary = json.loads((out / "sft/summary.json").read_text())
