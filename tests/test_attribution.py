@@ -56,7 +56,7 @@ def _attribute(tmp_path, adapter, train_dir, val_dir, settings=SETTINGS, method=
         hessian = tmp_path / f"{method}-hessian"
         fit_hessian(adapter, [train_dir], hessian, settings, preconditioner)
     out = tmp_path / method
-    reduce_query(adapter, val_dir, out / "query", settings, preconditioner, hessian)
+    reduce_query(adapter, val_dir, out / "query", settings, preconditioner, hessian, aggregation="mean")
     score_train(
         adapter,
         train_dir,

@@ -14,7 +14,7 @@ rule hessian:
     resources:
         mem_mb=8000,
     params:
-        attribution=attribution_params(),
+        attribution=attribution_params(HESSIAN_ATTRIBUTION_KEYS),
         preconditioner=hessian_params,
         code=code("hessian.py"),
     script:

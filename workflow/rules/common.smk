@@ -148,9 +148,13 @@ HESSIAN_FIT_KEYS = ("data", "use_dataset_labels", "hessian_dtype", "module_parti
 INVERSION_KEYS = ("inversion", "damping_factor")
 
 
-def attribution_params():
+def attribution_params(keys=ATTRIBUTION_KEYS):
     settings = config["attribution"]
-    return canonical({key: settings.get(key) for key in ATTRIBUTION_KEYS})
+    return canonical({key: settings.get(key) for key in keys})
+
+
+# The Hessian fit does not depend on how the gradients are normalised afterwards.
+HESSIAN_ATTRIBUTION_KEYS = tuple(k for k in ATTRIBUTION_KEYS if k != "unit_normalize")
 
 
 def _preconditioner(method, keys):
