@@ -1,0 +1,173 @@
+"""Next-token loss with logits only where the loss is ("sparse logits", config `compute.sparse_logits`).
+
+Gemma 3's output layer maps every position to a 262,144-token vocabulary, but only the
+positions whose *next* label is trained (label != -100) enter the loss: with the default
+`completion` mask that is ~8% of them. The other logits cost most of the output layer's
+time and most of the memory, and change nothing. This module is the one place that skips
+them, for both consumers of the loss:
+
+- Bergson (reduce, score): `bergson_sparse_logits()` makes every `CollectorComputer`
+  built inside it use `sparse_fwd_bwd_factory(cfg)` as its `forward_backward`: the same
+  per-row loss as Bergson's own `fwd_bwd_factory` (its `token_losses`, its `mean`/`sum`
+  reduction, its advantage weighting, the value it stores per row), with the output layer
+  applied only at trained positions through transformers' `logits_to_keep` (a boolean
+  [batch, seq] mask; the model's own forward applies `final_logit_softcapping`).
+- TRL (SFT): `sft_trainer_class(True)` is an `SFTTrainer` whose loss runs TRL's own fused
+  LM head in its compact mode, which projects only the trained positions.
+
+Off (`compute.sparse_logits: false`) uses Bergson's and TRL's code untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from functools import cache
+from unittest import mock
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+def trained_positions(labels):
+    """Bool [batch, seq]: positions whose next-token label is trained.
+
+    Position t predicts token t + 1, so it is kept when labels[:, t + 1] != -100; the last
+    position predicts nothing. In row-major order these are exactly the entries of
+    `labels[:, 1:] != -100`, the order in which `hidden_states[mask]` returns them.
+    """
+    import torch
+
+    shifted = labels[:, 1:] != IGNORE_INDEX
+    return torch.cat([shifted, shifted.new_zeros(labels.shape[0], 1)], dim=1)
+
+
+def _collector_hooks_output_layer(model) -> bool:
+    """Whether a Bergson collector collects gradients of the output layer itself.
+
+    Its hooks expect [batch, seq, features] activations; with sparse logits the output
+    layer sees [kept, hidden] instead, so such a run must take the full path. (With a LoRA
+    adapter Bergson only hooks the LoRA layers; elementwise hooks such as Bergson's
+    `logit_scale` work on kept rows as on all rows.)
+    """
+    from bergson.collector.collector import HookCollectorBase
+
+    head = model.get_output_embeddings()
+    return any(
+        isinstance(getattr(hook, "__self__", None), HookCollectorBase)
+        for module in head.modules()
+        for hook in module._forward_hooks.values()
+    )
+
+
+def sparse_fwd_bwd_factory(cfg, full_factory=None):
+    """Bergson's `fwd_bwd_factory(cfg)`, computing logits only at trained positions.
+
+    The per-row loss is Bergson's, term by term: per-token losses from Bergson's own
+    `token_losses` (cross-entropy with its label smoothing, or log-odds), zero where the
+    label is -100, summed per row and divided by the row's trained-token count (`mean`) or
+    by 1 (`sum`), times the row's advantage if the data has one; their sum is
+    backpropagated and the per-row values are returned (Bergson stores them as `loss`).
+    The per-token losses are scattered back into a zero [batch, seq - 1] tensor before the
+    row sum, so the sum runs over the same layout as Bergson's. Safe because nothing else
+    reads the logits: the collector's hooks sit on the LoRA layers, whose activations and
+    gradients are unchanged (the rows not projected get a zero gradient either way).
+
+    Falls back to Bergson's full computation for `loss_fn: kl` (it compares whole
+    distributions against the base model) and when a collector hooks the output layer.
+    """
+    import torch
+    from bergson.collector import collector as bergson_collector
+
+    full = (full_factory or bergson_collector.fwd_bwd_factory)(cfg)
+    if cfg.loss_fn not in ("ce", "log_odds"):
+        return full
+
+    def fwd_bwd(model, x, y, batch):
+        if _collector_hooks_output_layer(model):
+            return full(model, x, y, batch)
+        masks = y[:, 1:] != IGNORE_INDEX
+        logits = model(x, logits_to_keep=trained_positions(y)).logits  # [kept, vocab]
+        per_token = bergson_collector.token_losses(
+            cfg.loss_fn, logits.unsqueeze(0), y[:, 1:][masks].unsqueeze(0), cfg.label_smoothing
+        ).squeeze(0)
+        losses = per_token.new_zeros(masks.shape).masked_scatter(masks, per_token)
+        denoms = masks.sum(dim=1, dtype=model.dtype) if cfg.loss_reduction == "mean" else 1.0
+        losses = losses.sum(1) / denoms
+        if "advantage" in batch:
+            losses *= torch.tensor(batch["advantage"], device=losses.device)
+
+        losses.sum().backward()
+        model.zero_grad()
+        return losses
+
+    return fwd_bwd
+
+
+@contextmanager
+def bergson_sparse_logits(enabled: bool = True, nproc_per_node: int = 1):
+    """Within this block, Bergson's gradient passes compute logits at trained positions only.
+
+    `CollectorComputer.__init__` sets `self.forward_backward = fwd_bwd_factory(cfg)`,
+    reading the factory from its module at call time; we substitute that name, so every
+    computer built inside the block (build/reduce and score) gets `sparse_fwd_bwd_factory`.
+    Code that sets its own `forward_backward` afterwards (Bergson's Hessian fitting) keeps
+    its own, full computation. In-process only: with `nproc_per_node > 1` Bergson spawns
+    fresh worker processes, which compute full logits (same result, no saving).
+    """
+    if not enabled:
+        yield
+        return
+    from bergson.collector import collector as bergson_collector
+
+    original = bergson_collector.fwd_bwd_factory
+
+    def factory(cfg):
+        return sparse_fwd_bwd_factory(cfg, full_factory=original)
+
+    if nproc_per_node > 1:
+        log.warning(
+            "sparse logits apply in-process only: Bergson's %d workers compute full logits", nproc_per_node
+        )
+    with mock.patch.object(bergson_collector, "fwd_bwd_factory", factory):
+        yield
+
+
+@contextmanager
+def _compact_trl_lm_head():
+    """TRL's fused LM head projects only the positions with a label (its `compact` mode)
+    where its Triton kernels run (CUDA, XPU); elsewhere it projects every position, to keep
+    tile shapes fixed for compiling backends such as Neuron. Its non-Triton path computes
+    the same per-token statistics on any row set, so compact mode is exact on CPU as well.
+    `trl.trainer.utils._use_triton` decides only that choice there (the kernels read their
+    own binding), so patching it for one loss call changes nothing else."""
+    import trl.trainer.utils as trl_utils
+
+    with mock.patch.object(trl_utils, "_use_triton", lambda device: True):
+        yield
+
+
+@cache
+def _sparse_sft_trainer():
+    from trl import SFTTrainer
+
+    class SparseLogitsSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss (and eval loss, entropy, token accuracy) projects only the
+        trained positions; the loss, its `num_items_in_batch` normalisation under gradient
+        accumulation and the metrics are TRL's own."""
+
+        def compute_loss(self, *args, **kwargs):
+            with _compact_trl_lm_head():
+                return super().compute_loss(*args, **kwargs)
+
+    return SparseLogitsSFTTrainer
+
+
+def sft_trainer_class(sparse_logits: bool):
+    """The trainer class for `compute.sparse_logits` (off: TRL's SFTTrainer as it is)."""
+    if sparse_logits:
+        return _sparse_sft_trainer()
+    from trl import SFTTrainer
+
+    return SFTTrainer
