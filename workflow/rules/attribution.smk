@@ -13,6 +13,7 @@ rule reduce_query:
         mem_mb=8000,
     params:
         attribution=config_section("attribution"),
+        compute=config_section("compute"),
     script:
         "../scripts/reduce_query.py"
 
@@ -34,5 +35,6 @@ rule score_train:
         mem_mb=8000,
     params:
         attribution=config_section("attribution"),
+        compute=config_section("compute"),
     script:
         "../scripts/score_train.py"

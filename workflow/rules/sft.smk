@@ -62,6 +62,7 @@ rule train_lora:
         train=config_section("train"),
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
+        compute=config_section("compute"),
     script:
         "../scripts/train_lora.py"
 

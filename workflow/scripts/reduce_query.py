@@ -7,7 +7,9 @@ def main(snakemake):
         snakemake.input.adapter,
         snakemake.input.val,
         snakemake.output[0],
-        AttributionSettings(**snakemake.params.attribution),
+        AttributionSettings(
+            **snakemake.params.attribution, sparse_logits=snakemake.params.compute["sparse_logits"]
+        ),
     )
 
 

@@ -9,7 +9,9 @@ def main(snakemake):
         snakemake.input.query,
         snakemake.output.run,
         snakemake.output.scores,
-        AttributionSettings(**snakemake.params.attribution),
+        AttributionSettings(
+            **snakemake.params.attribution, sparse_logits=snakemake.params.compute["sparse_logits"]
+        ),
     )
 
 
