@@ -68,12 +68,18 @@ def _run(fwd_bwd, model, rows):
         for n, p in model.named_parameters()
         if "lora_" in n
     ]
+    embedding_grads = []
+    handles.append(
+        model.get_input_embeddings().weight.register_post_accumulate_grad_hook(embedding_grads.append)
+    )
     batch = {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}
     x, y, _, _ = pad_and_tensor(batch["input_ids"], labels=batch["labels"], device=torch.device("cpu"))
     with RowCounter(model.config.vocab_size) as counter:
         losses = fwd_bwd(model, x, y, batch)
     for h in handles:
         h.remove()
+    assert model.get_input_embeddings().weight.requires_grad  # as Bergson set it
+    grads["embedding weight gradients"] = torch.tensor(float(len(embedding_grads)))
     return losses.detach(), grads, counter.rows, x.numel()
 
 
@@ -99,6 +105,9 @@ def test_bergson_losses_and_gradients_equal_the_full_computation(
 
     assert loss.shape == (batch_rows,)
     assert (loss - full_loss).abs().max() <= TOL, (loss, full_loss)
+    # Bergson's graph starts at the (tied) embedding weight, which gets a discarded gradient
+    assert full_grads.pop("embedding weight gradients") == 1
+    assert grads.pop("embedding weight gradients") == 0
     assert _max_diff(grads, full_grads) <= TOL
     assert max(float(g.abs().max()) for g in full_grads.values()) > 1e-3  # gradients are not trivially 0
     assert full_rows == all_rows

@@ -72,7 +72,9 @@ def sparse_fwd_bwd_factory(cfg, full_factory=None):
     The per-token losses are scattered back into a zero [batch, seq - 1] tensor before the
     row sum, so the sum runs over the same layout as Bergson's. Safe because nothing else
     reads the logits: the collector's hooks sit on the LoRA layers, whose activations and
-    gradients are unchanged (the rows not projected get a zero gradient either way).
+    gradients are unchanged (the rows not projected get a zero gradient either way). For
+    the same reason no gradient of the (tied) output weight is built, see
+    `_graph_from_embedding_output`.
 
     Falls back to Bergson's full computation for `loss_fn: kl` (it compares whole
     distributions against the base model) and when a collector hooks the output layer.
@@ -87,22 +89,48 @@ def sparse_fwd_bwd_factory(cfg, full_factory=None):
     def fwd_bwd(model, x, y, batch):
         if _collector_hooks_output_layer(model):
             return full(model, x, y, batch)
-        masks = y[:, 1:] != IGNORE_INDEX
-        logits = model(x, logits_to_keep=trained_positions(y)).logits  # [kept, vocab]
-        per_token = bergson_collector.token_losses(
-            cfg.loss_fn, logits.unsqueeze(0), y[:, 1:][masks].unsqueeze(0), cfg.label_smoothing
-        ).squeeze(0)
-        losses = per_token.new_zeros(masks.shape).masked_scatter(masks, per_token)
-        denoms = masks.sum(dim=1, dtype=model.dtype) if cfg.loss_reduction == "mean" else 1.0
-        losses = losses.sum(1) / denoms
-        if "advantage" in batch:
-            losses *= torch.tensor(batch["advantage"], device=losses.device)
+        with _graph_from_embedding_output(model):
+            masks = y[:, 1:] != IGNORE_INDEX
+            logits = model(x, logits_to_keep=trained_positions(y)).logits  # [kept, vocab]
+            per_token = bergson_collector.token_losses(
+                cfg.loss_fn, logits.unsqueeze(0), y[:, 1:][masks].unsqueeze(0), cfg.label_smoothing
+            ).squeeze(0)
+            losses = per_token.new_zeros(masks.shape).masked_scatter(masks, per_token)
+            denoms = masks.sum(dim=1, dtype=model.dtype) if cfg.loss_reduction == "mean" else 1.0
+            losses = losses.sum(1) / denoms
+            if "advantage" in batch:
+                losses *= torch.tensor(batch["advantage"], device=losses.device)
 
-        losses.sum().backward()
+            losses.sum().backward()
         model.zero_grad()
         return losses
 
     return fwd_bwd
+
+
+@contextmanager
+def _graph_from_embedding_output(model):
+    """Start the autograd graph at the input embedding's output, not at its weight.
+
+    Bergson makes the input embedding weight require grad so that backward reaches the
+    hooked (LoRA) layers of an otherwise frozen model, and discards every parameter
+    gradient with `zero_grad()` after each batch. Gemma ties that weight to the output
+    layer, so each batch also built two [vocab, hidden] weight gradients and their sum
+    (0.6 GB each in fp32 for Gemma 3 270M): output-layer work nobody reads. The hooked
+    layers see the same activations and output gradients either way.
+    """
+    embed = model.get_input_embeddings()
+    weight = embed.weight
+    if not weight.requires_grad:
+        yield
+        return
+    handle = embed.register_forward_hook(lambda module, args, output: output.requires_grad_())
+    weight.requires_grad_(False)
+    try:
+        yield
+    finally:
+        weight.requires_grad_(True)
+        handle.remove()
 
 
 @contextmanager
