@@ -126,6 +126,30 @@ def test_bergson_kl_loss_keeps_the_full_computation(adapter, guesser_tokens):
     assert kept_rows == 2 * all_rows
 
 
+def test_bergson_collector_on_the_output_layer_keeps_the_full_computation(adapter, guesser_tokens):
+    """A collector hooking lm_head expects [batch, seq, hidden] activations: full path."""
+    from bergson.collector.collector import HookCollectorBase
+    from bergson.config.config import IndexConfig
+
+    class OutputLayerCollector(HookCollectorBase):
+        setup = teardown = forward_hook = backward_hook = process_batch = lambda self, *a, **k: None
+
+        def record(self, module, args, output):
+            self.shapes.append(tuple(args[0].shape))
+
+    collector = object.__new__(OutputLayerCollector)  # no target discovery: only its hook matters
+    collector.shapes = []
+    model = _peft_model(adapter)
+    handle = model.get_output_embeddings().register_forward_hook(collector.record)
+    rows = list(load_token_dataset(guesser_tokens[0]))[:2]
+    try:
+        *_, all_rows = _run(sparse_fwd_bwd_factory(IndexConfig(run_path="unused")), model, rows)
+    finally:
+        handle.remove()
+    (shape,) = collector.shapes
+    assert len(shape) == 3 and shape[0] * shape[1] == all_rows
+
+
 def test_bergson_patch_is_scoped_to_the_block():
     from bergson.collector import collector
 
