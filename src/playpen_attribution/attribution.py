@@ -39,6 +39,7 @@ class AttributionSettings:
     loss_reduction: str = "mean"
     filter_modules: str | None = None
     nproc_per_node: int = 1
+    sparse_logits: bool = True  # config compute.sparse_logits (see sparse_logits.py)
 
 
 @dataclass
@@ -83,7 +84,9 @@ def settings_from_params(snakemake) -> tuple[AttributionSettings, Preconditioner
     """The rule's params as settings; nproc_per_node comes from the config (a resource:
     it changes no score, so it is not a param that would rerun the job)."""
     settings = AttributionSettings(
-        **snakemake.params.attribution, nproc_per_node=snakemake.config["attribution"]["nproc_per_node"]
+        **snakemake.params.attribution,
+        nproc_per_node=snakemake.config["attribution"]["nproc_per_node"],
+        sparse_logits=snakemake.params.compute["sparse_logits"],
     )
     params = snakemake.params.preconditioner
     return settings, PreconditionerSettings(**params) if params else None
@@ -180,9 +183,12 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
     """Set up one Bergson command's output directory; it is moved into place only on success.
 
     Yields (directory, IndexConfig, token rows). The directory holds `input/` (the exact
-    input_ids + labels Bergson reads), `run/` (Bergson's run) and `timing.json`.
+    input_ids + labels Bergson reads), `run/` (Bergson's run) and `timing.json`. Bergson
+    commands run in the block compute logits only at trained positions if
+    `settings.sparse_logits`.
     """
     from .io import atomic_path, write_json
+    from .sparse_logits import bergson_sparse_logits
     from .tokens import attribution_view
 
     _check_model_limit(adapter_dir, settings)
@@ -198,8 +204,9 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
         view_dir = tmp / "input"
         attribution_view(tokens).save_to_disk(str(view_dir))
         start = time.perf_counter()
-        yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings), tokens
-        write_json(_timing(start, tokens), tmp / "timing.json")
+        with bergson_sparse_logits(settings.sparse_logits, settings.nproc_per_node):
+            yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings), tokens
+        write_json({**_timing(start, tokens), "sparse_logits": settings.sparse_logits}, tmp / "timing.json")
 
 
 def fit_hessian(

@@ -46,6 +46,7 @@ class TrainSettings:
     max_steps: int = -1
     max_length: int = 1024
     seed: int = 42
+    sparse_logits: bool = True  # config compute.sparse_logits (see sparse_logits.py)
 
 
 def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True):
@@ -111,15 +112,15 @@ def train_lora(
 ):
     """Fine-tune `model` with a fresh LoRA adapter; return the trainer (model + log history)."""
     from transformers import set_seed
-    from trl import SFTTrainer
 
+    from .sparse_logits import sft_trainer_class
     from .tokens import sft_view
 
     too_long = max(train_tokens["n_tokens"]) > settings.max_length
     if too_long:
         raise WorkflowInputError("token rows exceed train max_length; re-run the tokenize rule")
     set_seed(settings.seed)
-    trainer = SFTTrainer(
+    trainer = sft_trainer_class(settings.sparse_logits)(
         model=model,
         args=sft_config(settings, work_dir, eval_each_epoch=val_tokens is not None),
         train_dataset=sft_view(train_tokens),
@@ -149,6 +150,7 @@ def training_summary(trainer, settings: TrainSettings, n_train_rows: int) -> dic
         "steps": len(durations),
         "rows": n_train_rows,
         "rows_per_step": rows_per_step,
+        "sparse_logits": settings.sparse_logits,
         "step_seconds_total": round(step_time, 3),
         "seconds_per_step": round(step_time / max(1, len(durations)), 3),
         "seconds_per_row": round(step_time / max(1, len(durations) * rows_per_step), 4),

@@ -16,6 +16,7 @@ rule hessian:
     params:
         attribution=attribution_params(HESSIAN_ATTRIBUTION_KEYS),
         preconditioner=hessian_params,
+        compute=config_section("compute"),
         code=code("hessian.py"),
     script:
         "../scripts/hessian.py"
@@ -38,6 +39,7 @@ rule reduce_query:
     params:
         attribution=attribution_params(),
         preconditioner=preconditioner_params,
+        compute=config_section("compute"),
         code=code("reduce_query.py"),
     script:
         "../scripts/reduce_query.py"
@@ -65,6 +67,7 @@ rule score_train:
     params:
         attribution=attribution_params(),
         preconditioner=preconditioner_params,
+        compute=config_section("compute"),
         code=code("score_train.py"),
     script:
         "../scripts/score_train.py"

@@ -67,6 +67,7 @@ rule train_lora:
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
         code=code("train_lora.py"),
+        compute=config_section("compute"),
     script:
         "../scripts/train_lora.py"
 

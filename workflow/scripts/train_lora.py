@@ -14,7 +14,9 @@ def main(snakemake):
         train_tokens_dir=snakemake.input.train,
         val_tokens_dir=snakemake.input.val,
         lora=LoraSettings(**p.lora),
-        settings=TrainSettings(**p.train, max_length=p.max_length, seed=p.seed),
+        settings=TrainSettings(
+            **p.train, max_length=p.max_length, seed=p.seed, sparse_logits=p.compute["sparse_logits"]
+        ),
         adapter_out=snakemake.output.adapter,
         metrics_out=snakemake.output.metrics,
         plot_out=snakemake.output.loss_plot,

@@ -1,0 +1,336 @@
+"""Sparse logits (compute.sparse_logits): the same losses, gradients, scores and adapters as
+the full computation, with the output layer applied to fewer rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import GUESSER_ROWS, chat
+from test_attribution import CLUE_CHATS, _tokens
+
+from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
+from playpen_attribution.sparse_logits import bergson_sparse_logits, sparse_fwd_bwd_factory, trained_positions
+from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
+
+TOL = 1e-6
+
+
+def test_trained_positions_are_those_predicting_a_trained_label():
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
+    assert trained_positions(labels).tolist() == [
+        [False, True, True, False, False],
+        [True, False, False, False, False],
+    ]
+
+
+class RowCounter:
+    """Counts the rows the output layer (a Linear onto the vocabulary) projects."""
+
+    def __init__(self, vocab_size):
+        self.vocab_size = vocab_size
+        self.rows = 0
+
+    def __call__(self, module, args, output):
+        if isinstance(module, torch.nn.Linear) and module.out_features == self.vocab_size:
+            self.rows += args[0].numel() // args[0].shape[-1]
+
+    def __enter__(self):
+        self._handle = torch.nn.modules.module.register_module_forward_hook(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def _peft_model(adapter_dir, softcap=None):
+    """The adapter as Bergson loads it: frozen, input embeddings requiring grad; plus the
+    LoRA weights requiring grad so that we can read their gradients."""
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=torch.float32)
+    model.get_base_model().config.final_logit_softcapping = softcap
+    model.requires_grad_(False)
+    model.get_input_embeddings().requires_grad_(True)
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(True)
+    return model
+
+
+def _run(fwd_bwd, model, rows):
+    """Per-row losses, LoRA gradients (read before fwd_bwd's zero_grad) and output rows."""
+    from bergson.data import pad_and_tensor
+
+    grads = {}
+    handles = [
+        p.register_post_accumulate_grad_hook(lambda p, n=n: grads.__setitem__(n, p.grad.detach().clone()))
+        for n, p in model.named_parameters()
+        if "lora_" in n
+    ]
+    embedding_grads = []
+    handles.append(
+        model.get_input_embeddings().weight.register_post_accumulate_grad_hook(embedding_grads.append)
+    )
+    batch = {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}
+    x, y, _, _ = pad_and_tensor(batch["input_ids"], labels=batch["labels"], device=torch.device("cpu"))
+    with RowCounter(model.config.vocab_size) as counter:
+        losses = fwd_bwd(model, x, y, batch)
+    for h in handles:
+        h.remove()
+    assert model.get_input_embeddings().weight.requires_grad  # as Bergson set it
+    grads["embedding weight gradients"] = torch.tensor(float(len(embedding_grads)))
+    return losses.detach(), grads, counter.rows, x.numel()
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys() and a
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("loss_reduction", ["mean", "sum"])
+@pytest.mark.parametrize("softcap", [None, 30.0])
+@pytest.mark.parametrize("batch_rows", [1, 3])
+def test_bergson_losses_and_gradients_equal_the_full_computation(
+    adapter, guesser_tokens, loss_reduction, softcap, batch_rows
+):
+    from bergson.collector.collector import fwd_bwd_factory
+    from bergson.config.config import IndexConfig
+
+    cfg = IndexConfig(run_path="unused", loss_reduction=loss_reduction)
+    model = _peft_model(adapter, softcap)
+    rows = list(load_token_dataset(guesser_tokens[0]))[:batch_rows]  # 3 rows: padded batch
+    full_loss, full_grads, full_rows, all_rows = _run(fwd_bwd_factory(cfg), model, rows)
+    loss, grads, kept_rows, _ = _run(sparse_fwd_bwd_factory(cfg), model, rows)
+
+    assert loss.shape == (batch_rows,)
+    assert (loss - full_loss).abs().max() <= TOL, (loss, full_loss)
+    # Bergson's graph starts at the (tied) embedding weight, which gets a discarded gradient
+    assert full_grads.pop("embedding weight gradients") == 1
+    assert grads.pop("embedding weight gradients") == 0
+    assert _max_diff(grads, full_grads) <= TOL
+    assert max(float(g.abs().max()) for g in full_grads.values()) > 1e-3  # gradients are not trivially 0
+    assert full_rows == all_rows
+    assert kept_rows == sum(r["n_trained"] for r in rows) < all_rows / 2
+
+
+@pytest.mark.parametrize("loss_reduction", ["mean", "sum"])
+def test_bergson_hessian_pass_equals_the_full_computation_on_dataset_labels(
+    adapter, guesser_tokens, loss_reduction
+):
+    from bergson.collector.collector import fwd_bwd_hessian_factory
+    from bergson.config.config import HessianConfig, IndexConfig
+
+    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+
+    cfg = IndexConfig(run_path="unused", loss_reduction=loss_reduction)
+    hessian_cfg = HessianConfig(method="kfac", use_dataset_labels=True)
+    model = _peft_model(adapter)
+    rows = list(load_token_dataset(guesser_tokens[0]))[:3]
+    full_loss, full_grads, _, all_rows = _run(fwd_bwd_hessian_factory(cfg, hessian_cfg), model, rows)
+    loss, grads, kept_rows, _ = _run(sparse_fwd_bwd_hessian_factory(cfg, hessian_cfg), model, rows)
+    full_grads.pop("embedding weight gradients"), grads.pop("embedding weight gradients")
+    assert (loss - full_loss).abs().max() <= TOL
+    assert _max_diff(grads, full_grads) <= TOL
+    assert kept_rows == sum(r["n_trained"] for r in rows) < all_rows / 2
+
+
+def test_bergson_hessian_pass_samples_labels_at_trained_positions_only(adapter, guesser_tokens):
+    """True Fisher: the draws differ from Bergson's (it also draws at untrained positions),
+    but are seeded, reproducible, and a function of the trained positions only."""
+    from bergson.config.config import HessianConfig, IndexConfig
+
+    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+
+    cfg = IndexConfig(run_path="unused")
+    fwd_bwd = sparse_fwd_bwd_hessian_factory(cfg, HessianConfig(method="kfac", use_dataset_labels=False))
+    model = _peft_model(adapter)
+    rows = list(load_token_dataset(guesser_tokens[0]))[:3]
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        runs.append(_run(fwd_bwd, model, rows))
+    (loss_a, grads_a, kept, _), (loss_b, grads_b, _, _) = runs
+    assert torch.equal(loss_a, loss_b) and _max_diff(grads_a, grads_b) == 0.0
+    assert kept == sum(r["n_trained"] for r in rows)
+    assert (loss_a > 0).all()
+
+
+def test_bergson_kl_loss_keeps_the_full_computation(adapter, guesser_tokens):
+    from bergson.config.config import IndexConfig
+
+    model = _peft_model(adapter)
+    rows = list(load_token_dataset(guesser_tokens[0]))[:2]
+    *_, kept_rows, all_rows = _run(
+        sparse_fwd_bwd_factory(IndexConfig(run_path="unused", loss_fn="kl")), model, rows
+    )
+    # the adapter pass (gradients) and the base-model reference pass, both on every position
+    assert kept_rows == 2 * all_rows
+
+
+def test_bergson_collector_on_the_output_layer_keeps_the_full_computation(adapter, guesser_tokens):
+    """A collector hooking lm_head expects [batch, seq, hidden] activations: full path."""
+    from bergson.collector.collector import HookCollectorBase
+    from bergson.config.config import IndexConfig
+
+    class OutputLayerCollector(HookCollectorBase):
+        setup = teardown = forward_hook = backward_hook = process_batch = lambda self, *a, **k: None
+
+        def record(self, module, args, output):
+            self.shapes.append(tuple(args[0].shape))
+
+    collector = object.__new__(OutputLayerCollector)  # no target discovery: only its hook matters
+    collector.shapes = []
+    model = _peft_model(adapter)
+    handle = model.get_output_embeddings().register_forward_hook(collector.record)
+    rows = list(load_token_dataset(guesser_tokens[0]))[:2]
+    try:
+        *_, all_rows = _run(sparse_fwd_bwd_factory(IndexConfig(run_path="unused")), model, rows)
+    finally:
+        handle.remove()
+    (shape,) = collector.shapes
+    assert len(shape) == 3 and shape[0] * shape[1] == all_rows
+
+
+def test_bergson_patch_is_scoped_to_the_block():
+    from bergson.collector import collector
+
+    original = collector.fwd_bwd_factory
+    with bergson_sparse_logits(False):
+        assert collector.fwd_bwd_factory is original
+    with bergson_sparse_logits(True):
+        assert collector.fwd_bwd_factory is not original
+    assert collector.fwd_bwd_factory is original
+
+
+def _attribution_outputs(tmp_path, adapter, train_dir, val_dir, sparse):
+    from bergson.data import load_gradients
+    from transformers import AutoConfig
+
+    settings = AttributionSettings(precision="fp32", token_batch_size=256, sparse_logits=sparse)
+    with RowCounter(AutoConfig.from_pretrained(adapter).vocab_size) as counter:
+        reduce_query(adapter, val_dir, tmp_path / "query", settings)
+        score_train(
+            adapter, train_dir, tmp_path / "query", tmp_path / "score", tmp_path / "scores.parquet", settings
+        )
+    query = np.asarray(load_gradients(tmp_path / "query" / "run"), dtype=np.float64)
+    return query, pd.read_parquet(tmp_path / "scores.parquet"), counter.rows
+
+
+def test_reduce_and_score_equal_the_full_path(tmp_path, adapter, gemma_tokenizer):
+    train_dir = _tokens(tmp_path, "train", CLUE_CHATS[4:12], gemma_tokenizer)
+    val_dir = _tokens(tmp_path, "val", CLUE_CHATS[:4], gemma_tokenizer)
+    full_query, full, full_rows = _attribution_outputs(tmp_path / "full", adapter, train_dir, val_dir, False)
+    query, sparse, kept_rows = _attribution_outputs(tmp_path / "sparse", adapter, train_dir, val_dir, True)
+
+    assert np.abs(query - full_query).max() <= TOL
+    assert np.abs(full_query).max() > 1e-3
+    pd.testing.assert_frame_equal(
+        sparse.drop(columns=["score", "loss"]), full.drop(columns=["score", "loss"])
+    )
+    assert np.abs(sparse["score"] - full["score"]).max() <= TOL
+    assert np.abs(sparse["loss"] - full["loss"]).max() <= TOL
+    assert full["score"].abs().max() > 1e-2
+    assert kept_rows == sum(int(n) for d in (val_dir, train_dir) for n in load_token_dataset(d)["n_trained"])
+    assert full_rows >= sum(int(n) for d in (val_dir, train_dir) for n in load_token_dataset(d)["n_tokens"])
+
+
+MULTI_TURN = [
+    chat(f"HINT: {hint}", f"GUESS: {first}", "Wrong. Another hint: " + more, f"GUESS: {second}")
+    for hint, first, more, second in [
+        ("white and cold", "RAIN", "falls in winter", "SNOW"),
+        ("you sit on it", "SOFA", "it has four legs", "CHAIR"),
+        ("a place for ships", "DOCK", "sheltered from the sea", "HARBOR"),
+        ("it burns", "FIRE", "slowly, on a birthday cake", "CANDLE"),
+        ("sea mammal", "SEAL", "with long tusks", "WALRUS"),
+        ("points somewhere", "ARROW", "always north", "COMPASS"),
+    ]
+]
+
+
+class LogitRowCounter:
+    """Counts the rows TRL's fused LM head projects onto the vocabulary."""
+
+    def __init__(self, monkeypatch):
+        import trl.trainer.utils as trl_utils
+
+        self.rows = 0
+        original = trl_utils._ChunkedLogProbFunction
+
+        class Counting:
+            @staticmethod
+            def apply(hidden, *args):
+                self.rows += hidden.shape[0]
+                return original.apply(hidden, *args)
+
+        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+
+
+def _sft(tiny_gemma_dir, tokenizer, train, val, sparse, grad_acc, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from playpen_attribution.train import LoraSettings, TrainSettings, train_lora
+
+    settings = TrainSettings(
+        learning_rate=3e-3,
+        epochs=1,
+        batch_size=2 // grad_acc,
+        gradient_accumulation_steps=grad_acc,
+        max_steps=2,
+        warmup_ratio=0.0,
+        max_length=256,
+        seed=7,
+        sparse_logits=sparse,
+    )
+    counter = LogitRowCounter(monkeypatch)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
+    trainer = train_lora(model, tokenizer, train, val, LoraSettings(r=4, dropout=0.0), settings, tmp_path)
+    weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    return weights, trainer.state.log_history, counter.rows
+
+
+@pytest.mark.parametrize(
+    ("mask", "grad_acc"), [("completion", 1), ("assistant", 1), ("all", 1), ("completion", 2)]
+)
+def test_sft_step_gives_the_same_adapter(
+    tmp_path, tiny_gemma_dir, gemma_tokenizer, monkeypatch, mask, grad_acc
+):
+    """Two optimizer steps (every train row once) and two evaluations, sparse vs full."""
+
+    def tokens(chats, name):
+        rows, _ = tokenize_rows(
+            [{"row_id": f"{name}-{i}", "messages": m} for i, m in enumerate(chats)],
+            gemma_tokenizer,
+            mask,
+            256,
+        )
+        save_token_dataset(rows, tmp_path / name)
+        return load_token_dataset(tmp_path / name)
+
+    train, val = tokens(MULTI_TURN[:4], "train"), tokens(MULTI_TURN[4:] + GUESSER_ROWS[:1], "val")
+    assert len(set(train["n_tokens"])) > 1  # padded batches
+    full_weights, full_log, full_rows = _sft(
+        tiny_gemma_dir, gemma_tokenizer, train, val, False, grad_acc, tmp_path / "full", monkeypatch
+    )
+    weights, log, kept_rows = _sft(
+        tiny_gemma_dir, gemma_tokenizer, train, val, True, grad_acc, tmp_path / "sparse", monkeypatch
+    )
+
+    assert _max_diff(weights, full_weights) <= TOL
+    assert all(
+        float(w.abs().max()) > 1e-3 for n, w in weights.items() if "lora_B" in n
+    )  # trained (B starts at 0)
+    keys = ("loss", "grad_norm", "mean_token_accuracy", "entropy", "eval_loss", "eval_entropy")
+    compared = 0
+    for sparse_entry, full_entry in zip(log, full_log, strict=True):
+        for key in keys:
+            if key in full_entry:
+                assert abs(sparse_entry[key] - full_entry[key]) <= TOL * max(1.0, abs(full_entry[key])), key
+                compared += 1
+    assert compared >= 10
+    # every row seen once in training, the val rows in two evaluations (on start, after the epoch)
+    predicted = [sum(r["completion_mask"][1:]) for r in train] + 2 * [
+        sum(r["completion_mask"][1:]) for r in val
+    ]
+    assert kept_rows == sum(predicted) < full_rows
+    if mask != "all":
+        assert kept_rows < full_rows / 2
