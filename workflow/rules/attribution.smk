@@ -10,6 +10,7 @@ rule reduce_query:
         benchmark_path("reduce_query")
     threads: MAX_THREADS
     resources:
+        runtime=120,
         mem_mb=8000,
     params:
         attribution=config_section("attribution"),
@@ -32,6 +33,7 @@ rule score_train:
         benchmark_path("score_train")
     threads: MAX_THREADS
     resources:
+        runtime=240,
         mem_mb=8000,
     params:
         attribution=config_section("attribution"),
