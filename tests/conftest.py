@@ -46,10 +46,14 @@ def demo_dataset_dir(tmp_path_factory) -> Path:
     return out
 
 
+def snakemake_cmd(*args) -> list[str]:
+    """The command line of snakemake from the project's venv, on this Snakefile."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args]
+
+
 def run_snakemake(*args, cwd=REPO, check=True):
     """Run snakemake from the project's venv; return the CompletedProcess."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(snakemake_cmd(*args), cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -167,3 +171,62 @@ def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
     gemma_tokenizer.save_pretrained(root / "raw")
     bootstrap_adapter(root / "raw", root / "boot", str(tiny_gemma_dir))
     return root / "boot"
+
+
+def write_tiny_config(work: Path, tiny_gemma_dir: Path) -> Path:
+    """The demo config on the tiny model, sized for tests: taboo x WordGuesser, generated
+    data, 2 SFT steps. Writes config.yaml (and a chat template file) into `work`."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["model"] = {"name_or_path": str(tiny_gemma_dir)}
+    config["demo_data"] = {
+        "seed": 3,
+        "train_episodes": 24,
+        "validation_episodes": 8,
+        "wordle_episodes": 2,
+        "planted_copies": 2,
+    }
+    config["targets"] = [{"game": "taboo", "role": "WordGuesser"}]
+    # A template file of our own (the tokenizer's own text): a tracked input of tokenize.
+    (work / "chat_template.jinja").write_text((tiny_gemma_dir / "chat_template.jinja").read_text())
+    config["model"]["chat_template"] = "chat_template.jinja"
+    config["train"] = {"epochs": 1, "batch_size": 8, "max_steps": 2, "learning_rate": 0.001}
+    config["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
+    # Two methods side by side; K-FAC on the rows' own labels is the cheapest factored one.
+    config["attribution"] = {
+        "precision": "fp32",
+        "token_batch_size": 512,
+        "methods": ["none", "kfac"],
+        "report_method": "none",
+        "preconditioner": {"use_dataset_labels": True},
+    }
+    config["report"] = {"k": 3}
+    # Unsorted keys here, sorted in test_workflow_e2e.dry_run(): key order must not look
+    # like a change.
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# The README's target: asking for topk.parquet also builds words.parquet (taboo); it
+# needs the report method's scores only.
+TINY_TARGET = "results/demo/taboo/WordGuesser/topk.parquet"
+# ... plus the comparison of the two methods and the planted copies' ranks.
+TINY_TARGETS = (
+    TINY_TARGET,
+    "results/demo/taboo/WordGuesser/attribution/compare.parquet",
+    "results/demo/taboo/WordGuesser/attribution/planted.parquet",
+)
+
+
+@pytest.fixture(scope="session")
+def workflow_dir(tmp_path_factory, tiny_gemma_dir):
+    """A local run of data -> tokenize -> SFT -> bootstrap -> reduce -> score -> reports on
+    the tiny model (write_tiny_config). Session-wide: the end-to-end tests read it, and the
+    SLURM test compares its own run with it. Tests must not change it (copy it first)."""
+    work = tmp_path_factory.mktemp("workflow")
+    config = write_tiny_config(work, tiny_gemma_dir)
+    proc = run_snakemake("--cores", "2", f"--configfile={config}", "-d", str(work), *TINY_TARGETS)
+    (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
+    return work

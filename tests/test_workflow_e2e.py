@@ -1,5 +1,6 @@
-"""The whole DAG on a tiny model, then what reruns when a parameter, a data file, the chat
-template or the package code changes (dry runs), and what the logs hold."""
+"""The whole DAG on a tiny model (the `workflow_dir` fixture, conftest.py), then what reruns
+when a parameter, a data file, the chat template or the package code changes (dry runs),
+and what the logs hold."""
 
 import json
 import shutil
@@ -9,51 +10,6 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 from test_workflow import planned_jobs
-
-
-@pytest.fixture(scope="module")
-def workflow_dir(tmp_path_factory, tiny_gemma_dir):
-    """Run data -> tokenize -> SFT -> bootstrap -> reduce -> score -> reports on the tiny model."""
-    work = tmp_path_factory.mktemp("workflow")
-    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
-    config["model"] = {"name_or_path": str(tiny_gemma_dir)}
-    config["demo_data"] = {
-        "seed": 3,
-        "train_episodes": 24,
-        "validation_episodes": 8,
-        "wordle_episodes": 2,
-        "planted_copies": 2,
-    }
-    config["targets"] = [{"game": "taboo", "role": "WordGuesser"}]
-    # A template file of our own (the tokenizer's own text): a tracked input of tokenize.
-    (work / "chat_template.jinja").write_text((tiny_gemma_dir / "chat_template.jinja").read_text())
-    config["model"]["chat_template"] = "chat_template.jinja"
-    config["train"] = {"epochs": 1, "batch_size": 8, "max_steps": 2, "learning_rate": 0.001}
-    config["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
-    # Two methods side by side; K-FAC on the rows' own labels is the cheapest factored one.
-    config["attribution"] = {
-        "precision": "fp32",
-        "token_batch_size": 512,
-        "methods": ["none", "kfac"],
-        "report_method": "none",
-        "preconditioner": {"use_dataset_labels": True},
-    }
-    config["report"] = {"k": 3}
-    # Unsorted keys here, sorted in dry_run(): key order must not look like a change.
-    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    # The README's target: asking for topk.parquet also builds words.parquet (taboo).
-    proc = run_snakemake(
-        "--cores",
-        "2",
-        f"--configfile={work / 'config.yaml'}",
-        "-d",
-        str(work),
-        "results/demo/taboo/WordGuesser/topk.parquet",
-        "results/demo/taboo/WordGuesser/attribution/compare.parquet",
-        "results/demo/taboo/WordGuesser/attribution/planted.parquet",
-    )
-    (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
-    return work
 
 
 OUT = "results/demo/taboo/WordGuesser"

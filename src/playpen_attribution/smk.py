@@ -79,6 +79,8 @@ def run_step(snakemake, step) -> None:
     with output_to_file(log_file) as terminal:
         sys.stdout.reconfigure(line_buffering=True)  # the log follows the job as it runs
         setup_logging(sys.stderr)
+        if os.environ.get("SLURM_JOB_ID"):  # proof, in the log, of where the job ran
+            log.info("%s runs as SLURM job %s on %s", name, os.environ["SLURM_JOB_ID"], os.uname().nodename)
         start = time.perf_counter()
         try:
             step(snakemake)

@@ -12,6 +12,7 @@ rule hessian:
         method="|".join(FACTORED_METHODS) or "no-factored-method",
     threads: MAX_THREADS
     resources:
+        runtime=240,
         mem_mb=8000,
     params:
         attribution=attribution_params(HESSIAN_ATTRIBUTION_KEYS),
@@ -35,6 +36,7 @@ rule reduce_query:
         f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/reduce_query.tsv"
     threads: MAX_THREADS
     resources:
+        runtime=120,
         mem_mb=8000,
     params:
         attribution=attribution_params(),
@@ -63,6 +65,7 @@ rule score_train:
         f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/score_train.tsv"
     threads: MAX_THREADS
     resources:
+        runtime=240,
         mem_mb=8000,
     params:
         attribution=attribution_params(),
@@ -89,6 +92,8 @@ rule compare_rankings:
         log_path("compare_rankings"),
     benchmark:
         benchmark_path("compare_rankings")
+    resources:
+        runtime=15,
     params:
         methods=METHODS,
         k=config["report"]["k"],
@@ -109,6 +114,8 @@ rule report_planted:
         log_path("report_planted"),
     benchmark:
         benchmark_path("report_planted")
+    resources:
+        runtime=15,
     params:
         methods=METHODS,
         code=code("report_planted.py"),

@@ -5,6 +5,8 @@ rule generate_demo_data:
         f"{RESULTS}/logs/generate_demo_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate_demo_data.tsv"
+    resources:
+        runtime=10,
     params:
         settings=config_section("demo_data"),
         code=code("generate_demo_data.py"),
@@ -23,6 +25,8 @@ rule prepare_data:
         log_path("prepare_data"),
     benchmark:
         benchmark_path("prepare_data")
+    resources:
+        runtime=30,
     params:
         dataset=config_section("dataset"),
         code=code("prepare_data.py"),

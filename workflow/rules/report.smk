@@ -29,6 +29,8 @@ rule report_topk:
         log_path("report_topk"),
     benchmark:
         benchmark_path("report_topk")
+    resources:
+        runtime=15,
     params:
         k=config["report"]["k"],
         unit_normalize=config["attribution"]["unit_normalize"],
@@ -64,6 +66,8 @@ rule report_words:
         log_path("report_words"),
     benchmark:
         benchmark_path("report_words")
+    resources:
+        runtime=15,
     params:
         k=config["report"]["k"],
         aggregation=config["report"]["aggregation"],

@@ -7,6 +7,7 @@ rule prepare_demo_model:
         f"{RESULTS}/benchmarks/prepare_demo_model.tsv"
     threads: MAX_THREADS
     resources:
+        runtime=30,
         mem_mb=6000,
     params:
         code=code("prepare_demo_model.py"),
@@ -29,6 +30,8 @@ rule tokenize:
         log_path("tokenize"),
     benchmark:
         benchmark_path("tokenize")
+    resources:
+        runtime=30,
     params:
         model=config_section("model"),
         tokenize=config_section("tokenize"),
@@ -59,6 +62,7 @@ rule train_lora:
         benchmark_path("train_lora")
     threads: MAX_THREADS
     resources:
+        runtime=240,
         mem_mb=8000,
     params:
         model=config_section("model"),
@@ -82,6 +86,8 @@ rule bootstrap_adapter:
         log_path("bootstrap_adapter"),
     benchmark:
         benchmark_path("bootstrap_adapter")
+    resources:
+        runtime=30,
     params:
         model=config_section("model"),
         code=code("bootstrap_adapter.py"),
