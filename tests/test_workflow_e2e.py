@@ -11,7 +11,6 @@ import yaml
 from conftest import REPO, run_snakemake
 from test_workflow import planned_jobs
 
-
 OUT = "results/demo/taboo/WordGuesser"
 
 
