@@ -60,7 +60,9 @@ def test_gemma3_1b_all_modules_matches_the_issue_figure():
     assert bf16.apply_bytes == result.apply_bytes  # bergson applies the Hessian in fp32
 
 
-@pytest.mark.parametrize("method", ["kfac", "ekfac"])
+# EK-FAC writes everything K-FAC does plus the corrections; the end-to-end test checks
+# K-FAC's estimate.json on the workflow's own run.
+@pytest.mark.parametrize("method", ["ekfac"])
 def test_estimate_matches_the_bytes_bergson_writes(tmp_path, adapter, guesser_tokens, method):
     from playpen_attribution.attribution import AttributionSettings, PreconditionerSettings, fit_hessian
     from playpen_attribution.hessian_memory import check_adapter_budget

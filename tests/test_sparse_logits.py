@@ -208,7 +208,7 @@ def _attribution_outputs(tmp_path, adapter, train_dir, val_dir, sparse):
 
     settings = AttributionSettings(precision="fp32", token_batch_size=256, sparse_logits=sparse)
     with RowCounter(AutoConfig.from_pretrained(adapter).vocab_size) as counter:
-        reduce_query(adapter, val_dir, tmp_path / "query", settings)
+        reduce_query(adapter, val_dir, tmp_path / "query", settings, aggregation="mean")
         score_train(
             adapter, train_dir, tmp_path / "query", tmp_path / "score", tmp_path / "scores.parquet", settings
         )

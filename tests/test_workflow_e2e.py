@@ -97,6 +97,7 @@ def test_changing_attribution_settings_keeps_the_adapter(workflow_dir):
         "reduce_query": 2,
         "score_train": 2,
         "compare_rankings": 1,
+        "report_planted": 1,
         "report_topk": 1,
         "report_words": 1,
         "all": 1,
@@ -128,7 +129,7 @@ def test_changing_the_aggregation_reruns_only_the_reports(workflow_dir):
 def _methods_of_planned(output: str, rule: str) -> set[str]:
     import re
 
-    blocks = re.findall(rf"^(?:local)?rule {rule}:\n(.*?)\n\n", output, re.M | re.S)
+    blocks = re.findall(rf"^(?:local)?rule {rule}:\n((?:    .*\n)+)", output, re.M)
     return {m for block in blocks for m in re.findall(r"method=(\w+)", block)}
 
 
@@ -275,7 +276,7 @@ def test_the_planted_sidecar_is_read_by_no_ranking_rule(workflow_dir):
     output = proc.stdout + proc.stderr
     readers = {
         rule
-        for rule, block in re.findall(r"^(?:local)?rule (\w+):\n(.*?)\n\n", output, re.M | re.S)
+        for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", output, re.M)
         if "planted.json" in block.split("output:")[0]
     }
     assert readers == {"report_planted"}
