@@ -123,7 +123,7 @@ def test_changing_the_report_method_reruns_no_gradient_job(workflow_dir):
 
 def test_changing_the_aggregation_reruns_only_the_reports(workflow_dir):
     jobs = planned_jobs(dry_run(workflow_dir, report={"aggregation": "mean"}))
-    assert set(jobs) - {"all"} == REPORTS
+    assert set(jobs) - {"all"} == REPORTS | {"compare_rankings"}
 
 
 def _methods_of_planned(output: str, rule: str) -> set[str]:

@@ -86,8 +86,8 @@ def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) 
             color="C3",
             label=f"top-{pair.k} of {pair.method_a}",
         )
-        ax.set_xlabel(f"score: {pair.method_a}")
-        ax.set_ylabel(f"score: {pair.method_b}")
+        ax.set_xlabel(f"score ({pair.aggregation}): {pair.method_a}")
+        ax.set_ylabel(f"score ({pair.aggregation}): {pair.method_b}")
         ax.set_title(f"Spearman ρ = {pair.spearman_rho:.2f}, Kendall τ-b = {pair.kendall_tau_b:.2f}")
         ax.legend(fontsize=8)
         ax = axes[row][1]

@@ -97,6 +97,7 @@ rule compare_rankings:
     params:
         methods=METHODS,
         k=config["report"]["k"],
+        aggregation=config["report"]["aggregation"],
         code=code("compare_rankings.py"),
     script:
         "../scripts/compare_rankings.py"

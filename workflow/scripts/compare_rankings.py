@@ -12,6 +12,7 @@ def main(snakemake):
         snakemake.params.k,
         snakemake.output.table,
         snakemake.output.plot,
+        aggregation=snakemake.params.aggregation,
     )
     log.info("rankings compared:\n%s", table.to_string(index=False))
 
