@@ -105,13 +105,17 @@ def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) 
 
 
 def write_comparison(
-    score_paths: list, methods: list[str], k_report: int, table_out, plot_out
+    score_paths: list, methods: list[str], k_report: int, table_out, plot_out, aggregation: str = "mean"
 ) -> pd.DataFrame:
-    """The compare_rankings rule."""
+    """The compare_rankings rule: the methods' rankings under the report's aggregation."""
     from .io import write_parquet
 
-    scores = {m: pd.read_parquet(p, columns=["row_id", "score"]) for m, p in zip(methods, score_paths)}
+    scores = {
+        m: pd.read_parquet(p, columns=["row_id", aggregation]).rename(columns={aggregation: "score"})
+        for m, p in zip(methods, score_paths)
+    }
     table = compare_methods(scores, k_report)
+    table.insert(2, "aggregation", aggregation)
     write_parquet(table, table_out)
     plot_comparison(scores, table, plot_out)
     return table
