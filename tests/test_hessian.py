@@ -16,6 +16,15 @@ from playpen_attribution.hessian_memory import (
 )
 
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Gemma 3 1B's published architecture (its config.json can't be downloaded here).
+GEMMA3_1B = {
+    "hidden_size": 1152,
+    "intermediate_size": 6912,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+}
 
 
 def test_light_shapes_match_the_peft_model(tiny_gemma_dir):
@@ -44,14 +53,7 @@ def test_light_shapes_match_the_peft_model(tiny_gemma_dir):
 
 def test_gemma3_1b_all_modules_matches_the_issue_figure():
     """Gemma 3 1B, LoRA on all 7 projections: about 4e9 factor entries (16 GB fp32)."""
-    config = {
-        "hidden_size": 1152,
-        "intermediate_size": 6912,
-        "num_hidden_layers": 26,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 1,
-        "head_dim": 256,
-    }
+    config = GEMMA3_1B
     result = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "fp32")
     assert 3.9e9 < result.covariance_bytes / 4 < 4.2e9
     assert result.fit_peak_bytes > 2 * result.covariance_bytes  # eigenvectors held beside them
@@ -106,14 +108,7 @@ print("torch imported:", "torch" in sys.modules)
 
 
 def test_cheaper_settings_are_cheaper():
-    config = {
-        "hidden_size": 1152,
-        "intermediate_size": 6912,
-        "num_hidden_layers": 26,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 1,
-        "head_dim": 256,
-    }
+    config = GEMMA3_1B
     base = estimate(lora_linear_shapes(config, MODULES, 16), "ekfac", "fp32")
     options = dict(cheaper_settings(config, MODULES, 16, "ekfac", "fp32", 1, None))
     assert all(alt.peak_bytes < base.peak_bytes for alt in options.values())
