@@ -162,22 +162,27 @@ def test_split_empty_after_filtering_names_game_role_split(tmp_path):
     assert "'taboo'" in str(err.value) and "'WordGuesser'" in str(err.value)
 
 
+def _prepare_to(out, data_dir):
+    """prepare_to_files for taboo x WordGuesser from `data_dir` into `out`."""
+    return prepare_to_files(
+        train_path=out / "train.parquet",
+        val_path=out / "val.parquet",
+        summary_path=out / "summary.json",
+        dataset_path=str(data_dir),
+        dataset_name=None,
+        dataset_revision=None,
+        game="taboo",
+        role="WordGuesser",
+        drop_outcomes=["aborted"],
+    )
+
+
 def test_failed_prepare_writes_nothing(tmp_path):
     write_jsonl(tmp_path / "d" / "train.jsonl", taboo_pair("winter", 0))
     write_jsonl(tmp_path / "d" / "validation.jsonl", taboo_pair("winter", 0, outcome="aborted"))
     out = tmp_path / "out"
     with pytest.raises(WorkflowInputError):
-        prepare_to_files(
-            train_path=out / "train.parquet",
-            val_path=out / "val.parquet",
-            summary_path=out / "summary.json",
-            dataset_path=str(tmp_path / "d"),
-            dataset_name=None,
-            dataset_revision=None,
-            game="taboo",
-            role="WordGuesser",
-            drop_outcomes=["aborted"],
-        )
+        _prepare_to(out, tmp_path / "d")
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -362,16 +367,6 @@ def test_counts_are_logged_as_warnings(tmp_path, caplog):
     write_jsonl(tmp_path / "d" / "validation.jsonl", taboo_pair("winter", 0))
     out = tmp_path / "out"
     with caplog.at_level("WARNING"):
-        prepare_to_files(
-            train_path=out / "train.parquet",
-            val_path=out / "val.parquet",
-            summary_path=out / "summary.json",
-            dataset_path=str(tmp_path / "d"),
-            dataset_name=None,
-            dataset_revision=None,
-            game="taboo",
-            role="WordGuesser",
-            drop_outcomes=["aborted"],
-        )
+        _prepare_to(out, tmp_path / "d")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("train" in w and "exactly repeat an earlier row" in w and ": 1" in w for w in warnings)

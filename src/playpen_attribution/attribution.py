@@ -310,9 +310,7 @@ def score_train(
         ).execute()
         matrix, rows = read_score_matrix(tmp / "run", tokens)
     if val_tokens_dir is None:
-        if matrix.shape[1] != 1:
-            raise RuntimeError(f"expected one query score column, bergson wrote {matrix.shape[1]}")
-        scores = rows.assign(score=matrix[:, 0])[["row_id", "score", "n_tokens", "n_trained", "loss"]]
+        scores = single_query_scores(matrix, rows)
     else:
         import numpy as np
 
@@ -400,9 +398,13 @@ def read_score_matrix(run_dir, tokens):
     return matrix, rows
 
 
-def read_scores(run_dir, tokens):
+def single_query_scores(matrix, rows):
     """Scores against a single query (the mean-query path): row_id, score, ..."""
-    matrix, rows = read_score_matrix(run_dir, tokens)
     if matrix.shape[1] != 1:
         raise RuntimeError(f"expected one query score column, bergson wrote {matrix.shape[1]}")
     return rows.assign(score=matrix[:, 0])[["row_id", "score", "n_tokens", "n_trained", "loss"]]
+
+
+def read_scores(run_dir, tokens):
+    """Bergson's scores against a single query, mapped to row_ids (see read_score_matrix)."""
+    return single_query_scores(*read_score_matrix(run_dir, tokens))
