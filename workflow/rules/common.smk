@@ -76,14 +76,14 @@ def all_targets():
     return targets
 
 
-def _local_reference(key, path, built_by_rule):
+def _local_reference(key, path, rule_outputs):
     """Check a configured path before any job starts: a path that is neither built by a
     rule nor on disk is a typo, not a hub id."""
-    if path in built_by_rule or not looks_like_local_path(path) or os.path.exists(path):
+    if path in rule_outputs or not looks_like_local_path(path) or os.path.exists(path):
         return
     raise ValueError(
-        f"{key}: {path!r} looks like a local path (it starts with ./ ../ / or has more than "
-        f"one '/') but does not exist relative to {os.getcwd()}; a hub id is 'owner/name'"
+        f"{key}: {path!r} looks like a local path (it starts with ./ ../ or /, or has more "
+        f"than one slash) but does not exist relative to {os.getcwd()}; a hub id is owner/name"
     )
 
 
