@@ -20,6 +20,7 @@ and every score is scaled by a constant).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -182,8 +183,9 @@ def _index_config(run_path, adapter_dir, tokens_dir, settings: AttributionSettin
 def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings):
     """Set up one Bergson command's output directory; it is moved into place only on success.
 
-    Yields (directory, IndexConfig, token rows). The directory holds `input/` (the exact
-    input_ids + labels Bergson reads), `run/` (Bergson's run) and `timing.json`. Bergson
+    Yields (directory, IndexConfig, token rows). The directory holds `run/` (Bergson's run) and
+    `timing.json`; `input/` (the exact input_ids + labels Bergson reads) exists only while
+    the command runs. Bergson
     commands run in the block compute logits only at trained positions if
     `settings.sparse_logits`.
     """
@@ -206,6 +208,9 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
         start = time.perf_counter()
         with bergson_sparse_logits(settings.sparse_logits, settings.nproc_per_node):
             yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings), tokens
+        # The copy has served: Bergson's run keeps the rows it read (run/data.hf), and the
+        # copy (plus Bergson's cache files in it) would double the tokens' size per run.
+        shutil.rmtree(view_dir)
         write_json({**_timing(start, tokens), "sparse_logits": settings.sparse_logits}, tmp / "timing.json")
 
 

@@ -13,7 +13,6 @@ rule hessian:
     threads: MAX_THREADS
     resources:
         runtime=240,
-        mem_mb=8000,
     params:
         attribution=attribution_params(HESSIAN_ATTRIBUTION_KEYS),
         preconditioner=hessian_params,
@@ -37,7 +36,6 @@ rule reduce_query:
     threads: MAX_THREADS
     resources:
         runtime=120,
-        mem_mb=8000,
     params:
         attribution=attribution_params(),
         preconditioner=preconditioner_params,
@@ -55,7 +53,8 @@ rule score_train:
         query=rules.reduce_query.output[0],
         hessian=hessian_input,
     output:
-        run=directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/score"),
+        # Bergson's own score run: scores.parquet and matrix.npy hold everything in it.
+        run=temp(directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/score")),
         scores=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/scores.parquet",
         matrix=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/matrix.npy",
         matrix_ids=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/matrix_ids.json",
@@ -66,7 +65,6 @@ rule score_train:
     threads: MAX_THREADS
     resources:
         runtime=240,
-        mem_mb=8000,
     params:
         attribution=attribution_params(),
         preconditioner=preconditioner_params,
