@@ -12,6 +12,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# The HTML report's front page (snakemake --report): what the workflow does, how to read it.
+report: "workflow/report/workflow.rst"
+
+
 CONFIG_SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
 _problems = config_errors(config, CONFIG_SCHEMA)
 if _problems:

@@ -293,6 +293,31 @@ def data_counts_markdown(data_summary: dict, tokens_summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; font-size: 14px; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+tr:nth-child(even) td { background: #fafafa; }
+code { background: #f3f3f3; padding: 0 3px; }
+"""
+
+
+def markdown_html(markdown: str, title: str) -> str:
+    """A summary (topk.md, words.md) as a self-contained HTML page, for Snakemake's report,
+    which shows HTML but not Markdown. Raw HTML in the text (a completion may hold some)
+    is escaped, not rendered."""
+    from html import escape
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{HTML_STYLE}</style></head>\n<body>\n{body}</body></html>\n"
+    )
+
+
 def _read_json(path):
     import json
 
@@ -369,6 +394,7 @@ def write_topk_report(
     markdown_out,
     plot_out,
     proponents_out,
+    html_out=None,
 ):
     """The report_topk rule. `words_path` (taboo only) adds the top words to the summary."""
     from .io import write_parquet, write_text
@@ -388,6 +414,8 @@ def write_topk_report(
         topk, game, role, len(scored), unit_normalize, words, method, aggregation, proponents
     )
     write_text(summary + "\n" + counts, markdown_out)
+    if html_out:
+        write_text(markdown_html(summary + "\n" + counts, f"top-k rows: {game} / {role}"), html_out)
     plot_scores(
         scored, topk, plot_out, f"Influence on validation loss ({method}, {aggregation}): {game} / {role}"
     )
@@ -406,6 +434,7 @@ def write_words_report(
     words_out,
     markdown_out,
     plot_out,
+    html_out=None,
 ):
     """The report_words rule."""
     from .io import write_parquet, write_text
@@ -416,7 +445,10 @@ def write_words_report(
     words = word_influence(scored, pd.read_parquet(val_path), k)
     counts = data_counts_markdown(_read_json(data_summary_path), _read_json(tokens_summary_path))
     write_parquet(words, words_out)
-    write_text(words_markdown(words, game, role) + "\n" + counts, markdown_out)
+    summary = words_markdown(words, game, role) + "\n" + counts
+    write_text(summary, markdown_out)
+    if html_out:
+        write_text(markdown_html(summary, f"words: {game} / {role}"), html_out)
     plot_words(words, plot_out, f"Most influential target words: {game} / {role}")
 
 

@@ -12,8 +12,10 @@ rule report_topk:
         tokens_summary=rules.tokenize.output.summary,
     output:
         topk=f"{RESULTS}/{{game}}/{{role}}/topk.parquet",
-        summary=report(
-            f"{RESULTS}/{{game}}/{{role}}/topk.md",
+        summary=f"{RESULTS}/{{game}}/{{role}}/topk.md",
+        # the same summary as HTML: Snakemake's report shows HTML, not Markdown
+        html=report(
+            f"{RESULTS}/{{game}}/{{role}}/topk.html",
             caption="../report/topk.rst",
             category="Attribution",
             labels={"game": "{game}", "role": "{role}", "file": "top-k rows"},
@@ -50,8 +52,9 @@ rule report_words:
         tokens_summary=rules.tokenize.output.summary,
     output:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
-        summary=report(
-            f"{RESULTS}/{{game}}/{{role}}/words.md",
+        summary=f"{RESULTS}/{{game}}/{{role}}/words.md",
+        html=report(
+            f"{RESULTS}/{{game}}/{{role}}/words.html",
             caption="../report/words.rst",
             category="Attribution",
             labels={"game": "{game}", "role": "{role}", "file": "words table"},

@@ -23,6 +23,7 @@ def main(snakemake):
         role=snakemake.wildcards.role,
         topk_out=snakemake.output.topk,
         markdown_out=snakemake.output.summary,
+        html_out=snakemake.output.html,
         plot_out=snakemake.output.plot,
         proponents_out=snakemake.output.proponents,
     )

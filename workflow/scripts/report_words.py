@@ -18,6 +18,7 @@ def main(snakemake):
         role=snakemake.wildcards.role,
         words_out=snakemake.output.words,
         markdown_out=snakemake.output.summary,
+        html_out=snakemake.output.html,
         plot_out=snakemake.output.plot,
     )
 
