@@ -85,6 +85,18 @@ def test_the_layer_replaces_only_partition_memory_and_gpu():
     assert profile["slurm-status-command"] == "squeue"
 
 
+def test_memory_and_threads_are_each_set_in_one_place():
+    """Memory only in the profile (the rules set none, so the profile is the whole
+    truth); threads only in the workflow config (the profile sets none)."""
+    rules = {path.name: path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk")}
+    assert not [name for name, text in rules.items() if "mem_mb" in text or "mem_gb" in text]
+    assert sum(text.count("threads: MAX_THREADS") for text in rules.values()) >= 4
+    profile = load(PROFILE)
+    assert profile["default-resources"]["mem_mb"] > 0
+    assert all(resources["mem_mb"] > 0 for resources in profile["set-resources"].values())
+    assert not {"set-threads", "cores"} & set(profile)
+
+
 def start(work, *args):
     """Start snakemake with the profile and the layer in `work`, output to a file."""
     out = work / "snakemake.out"

@@ -24,8 +24,9 @@ DEMO_MODEL_DIR = "results/demo/models/gemma-3-270m"
 # as OMP_NUM_THREADS, which torch follows.
 MAX_THREADS = config["threads"]
 # Each rule's `runtime` (minutes) is its wall-time limit on a cluster, sized for the
-# research config on one GPU; local runs ignore it. Where a job runs (partition, memory,
-# GPUs) is the cluster profile's business (profiles/slurm), which can also override this.
+# research config on one GPU; local runs ignore it. Threads are set here, from the config,
+# and nowhere else; memory, partitions and GPUs only in the cluster profile
+# (profiles/slurm), which is where a cluster's sizes are known.
 
 # `targets` is a list, so a config overlay replaces it whole (Snakemake merges dicts
 # key by key, so a dict could never drop a game). The schema refuses an empty list.

@@ -8,7 +8,6 @@ rule prepare_demo_model:
     threads: MAX_THREADS
     resources:
         runtime=30,
-        mem_mb=6000,
     params:
         code=code("prepare_demo_model.py"),
     script:
@@ -63,7 +62,6 @@ rule train_lora:
     threads: MAX_THREADS
     resources:
         runtime=240,
-        mem_mb=8000,
     params:
         model=config_section("model"),
         lora=config_section("lora"),
