@@ -142,3 +142,16 @@ def test_an_interrupted_run_is_resumed_by_a_plain_rerun(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "IncompleteFilesException" not in proc.stderr
     assert planned_jobs(proc.stdout)["generate_demo_data"] == 1
+
+
+def test_the_readme_rule_graph_is_snakemakes(tmp_path):
+    """docs/rulegraph.py --check regenerates the graph with Snakemake and compares it with
+    the README's Mermaid block: a rule added, removed or rewired fails here."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "docs/rulegraph.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "flowchart" in (REPO / "README.md").read_text()
