@@ -3,12 +3,13 @@ when a parameter, a data file, the chat template or the package code changes (dr
 and what the logs hold."""
 
 import json
+import re
 import shutil
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO, TINY_TARGETS, run_snakemake
 from test_workflow import planned_jobs
 
 OUT = "results/demo/taboo/WordGuesser"
@@ -17,8 +18,15 @@ OUT = "results/demo/taboo/WordGuesser"
 def dry_run(workflow_dir, snakefile=None, **changes):
     """Dry run with some config sections updated (a config file: --config values are strings)."""
     config = yaml.safe_load((workflow_dir / "config.yaml").read_text())
-    for section, values in changes.items():
-        config[section].update(values)
+
+    def merge(into, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(config, changes)
     changed = workflow_dir / "changed.yaml"
     changed.write_text(yaml.safe_dump(config, sort_keys=True))
     args = ["-s", str(snakefile)] if snakefile else []
@@ -73,6 +81,20 @@ def test_chain_outputs_are_consistent(workflow_dir):
     assert summary["steps"] == 2 and summary["tokens_per_second"] > 0
     for png in ("scores.png", "words.png", "sft/loss.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_intermediates_are_removed(workflow_dir):
+    """Bergson's score runs are temp() and the token copies Bergson read are deleted, while
+    what users read (and what later jobs need: the query, the Hessian) stays."""
+    attribution = workflow_dir / OUT / "attribution"
+    for method in ("none", "kfac"):
+        assert (attribution / method / "scores.parquet").is_file()
+        assert (attribution / method / "query" / "run").is_dir()
+        assert not (attribution / method / "score").exists()
+        assert not (attribution / method / "query" / "input").exists()
+    assert (attribution / "kfac" / "hessian" / "run").is_dir()
+    assert not (attribution / "kfac" / "hessian" / "input").exists()
+    assert (workflow_dir / OUT / "adapter" / "adapter_config.json").is_file()
 
 
 def test_no_op_rerun_has_nothing_to_do(workflow_dir):
@@ -157,6 +179,13 @@ def test_changing_the_hessian_fit_reruns_it(workflow_dir):
 
 def test_changing_nproc_per_node_plans_no_job(workflow_dir):
     assert "Nothing to be done" in dry_run(workflow_dir, attribution={"nproc_per_node": 2})
+
+
+def test_changing_resources_plans_no_job(workflow_dir):
+    """Threads and the Hessian's memory budget say how a job runs, not what it computes."""
+    assert "Nothing to be done" in dry_run(
+        workflow_dir, threads=1, attribution={"preconditioner": {"memory_budget_gb": 1}}
+    )
 
 
 DOWNSTREAM_OF_TOKENS = {
@@ -294,3 +323,28 @@ def test_the_matrix_and_its_aggregations_agree(workflow_dir):
     np.testing.assert_allclose(scores["mean"], matrix.mean(axis=1), atol=1e-6)
     proponents = pd.read_parquet(workflow_dir / OUT / "val_proponents.parquet")
     assert set(proponents["val_row_id"]) == set(val["row_id"])
+
+
+def test_the_html_report_holds_the_plots_and_tables(workflow_dir, tmp_path):
+    """`snakemake --report` on the finished run: the workflow caption, the loss curve, the
+    score histogram, the top-k table and the words plot, each embedded (data URIs)."""
+    import base64
+
+    report = tmp_path / "report.html"
+    config = workflow_dir / "config.yaml"
+    run_snakemake(f"--configfile={config}", "-d", str(workflow_dir), *TINY_TARGETS, "--report", str(report))
+    html = report.read_text()
+    embedded = {
+        name: base64.b64decode(data)
+        for name, data in re.findall(
+            r"data:[^;\"]+;charset=[^;\"]+;filename=([^;\"]+);base64,([A-Za-z0-9+/=]+)", html
+        )
+    }
+    for png in ("loss.png", "scores.png", "words.png"):
+        assert embedded[png][:8] == b"\x89PNG\r\n\x1a\n", png
+    topk = pd.read_parquet(workflow_dir / OUT / "topk.parquet")
+    table = embedded["topk.html"].decode()
+    assert "<table>" in table and topk["row_id"].iloc[0] in table
+    words = pd.read_parquet(workflow_dir / OUT / "words.parquet")
+    assert words["target_word"].iloc[0] in embedded["words.html"].decode()
+    assert "How to read a score" in html  # workflow/report/workflow.rst, the caption
