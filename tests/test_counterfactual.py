@@ -255,3 +255,52 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     output = _dry_run(work, target, report={"aggregation": "mean"})
     assert set(planned_jobs(output)) == {"counterfactual_removal", "retrain", "counterfactual"}
     assert _planned_removals(output, "retrain") == {"proponents-f0.5"}
+
+
+@pytest.mark.parametrize(
+    ("section", "messages"),
+    [
+        (
+            {"fractions": [1.0], "directions": ["top"], "lds": {"subsets": 10}},
+            [
+                "counterfactual.fractions.0: 1.0 is greater than or equal to the maximum of 1",
+                "counterfactual.directions.0: 'top' is not one of",
+                "counterfactual.lds: 'fraction' is a required property",
+            ],
+        ),
+        ({"method": "kfac"}, ["counterfactual.method: 'kfac' is not in attribution.methods"]),
+    ],
+)
+def test_a_bad_counterfactual_config_fails_at_parse_time(tmp_path, section, messages):
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["counterfactual"] = section
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake("-n", f"--configfile={path}", "-d", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    for message in messages:
+        assert message in proc.stdout + proc.stderr
+
+
+def test_the_demo_preset_plans_one_baseline_and_five_removals(tmp_path):
+    from conftest import REPO
+
+    proc = run_snakemake(
+        "-n",
+        f"--configfile={REPO / 'config/demo.yaml'}",
+        "-d",
+        str(tmp_path),
+        "results/demo/taboo/WordGuesser/counterfactual.parquet",
+    )
+    jobs = planned_jobs(proc.stdout)
+    assert jobs["retrain"] == jobs["counterfactual_removal"] == 6 and jobs["train_lora"] == 1
+    assert _planned_removals(proc.stdout, "retrain") == {
+        "baseline",
+        "proponents-f0.1",
+        "detractors-f0.1",
+        "random-f0.1-s0",
+        "random-f0.1-s1",
+        "random-f0.1-s2",
+    }
