@@ -200,6 +200,12 @@ def test_the_summary_says_which_way_it_went():
     text = counterfactual_markdown(bad, "taboo", "WordGuesser", "none", "nearest")
     assert "**not** more than every random removal: 1 of 3" in text
     assert "**not** less than every random removal" in text
+    assert "also holds the effect of the shorter training" not in text  # all ran 9 steps
+    mixed = _table({"baseline": 0, "detractors-f0.1": -0.02, "random-f0.1-s0": -0.03})
+    mixed.loc[1:, "steps"] = 8
+    text = counterfactual_markdown(mixed, "taboo", "WordGuesser", "none", "nearest")
+    assert "but a random removal lowered it at least as much (-0.0300)" in text
+    assert "also holds the effect of the shorter training" in text
 
 
 def _dry_run(work, target, **changes):
