@@ -208,6 +208,19 @@ def test_the_summary_says_which_way_it_went():
     assert "also holds the effect of the shorter training" in text
 
 
+def test_the_lds_is_the_rank_correlation_of_score_sums_and_loss_changes():
+    from playpen_attribution.counterfactual_report import lds
+
+    deltas = {"baseline": 0} | {f"lds-f0.5-s{i}": d for i, d in enumerate([0.1, 0.3, 0.2, 0.05])}
+    table = _table(deltas)
+    table.loc[table["kind"] == "lds", "score_sum"] = [1.0, 3.0, 2.5, -1.0]
+    assert lds(table) == pytest.approx(1.0)
+    table.loc[table["kind"] == "lds", "score_sum"] = [1.0, -3.0, 2.5, 4.0]
+    assert lds(table) == pytest.approx(-0.8)  # ranks 2 4 3 1 vs 2 1 3 4
+    assert "Spearman correlation" in counterfactual_markdown(table, "taboo", "WordGuesser", "none", "nearest")
+    assert lds(table.iloc[:3]) is None  # two subsets: no correlation
+
+
 def _dry_run(work, target, **changes):
     config = yaml.safe_load((work / "config.yaml").read_text())
     for section, values in changes.items():
@@ -261,6 +274,10 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     output = _dry_run(work, target, report={"aggregation": "mean"})
     assert set(planned_jobs(output)) == {"counterfactual_removal", "retrain", "counterfactual"}
     assert _planned_removals(output, "retrain") == {"proponents-f0.5"}
+    # Another method's scores (the test config runs none and kfac) rerank the ranked ones only.
+    output = _dry_run(work, target, counterfactual={"method": "kfac"})
+    assert _planned_removals(output, "counterfactual_removal") == {"proponents-f0.5"}
+    assert "attribution/kfac/scores.parquet" in output
 
 
 @pytest.mark.parametrize(
