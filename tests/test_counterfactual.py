@@ -237,24 +237,26 @@ def _planned_removals(output, rule):
 
 
 def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
-    """counterfactual.parquet on a copy of the tiny run: 4 retrains of 2 steps."""
+    """counterfactual.parquet on a copy of the tiny run: 3 retrains of 2 steps, two at a
+    time (threads: 1 changes no output). Several random seeds: the unit tests above."""
     work = tmp_path / "run"
     shutil.copytree(workflow_dir, work, symlinks=True)
     config = yaml.safe_load((work / "config.yaml").read_text())
-    config["counterfactual"] = {"fractions": [0.5], "directions": ["proponents"], "random_seeds": 2}
+    config["counterfactual"] = {"fractions": [0.5], "directions": ["proponents"], "random_seeds": 1}
+    config["threads"] = 1
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     target = f"{OUT}/counterfactual.parquet"
     run_snakemake("--cores", "2", f"--configfile={work / 'config.yaml'}", "-d", str(work), target)
 
     out = work / OUT
     table = pd.read_parquet(out / "counterfactual.parquet")
-    assert table["removal"].tolist() == ["baseline", "proponents-f0.5", "random-f0.5-s0", "random-f0.5-s1"]
+    assert table["removal"].tolist() == ["baseline", "proponents-f0.5", "random-f0.5-s0"]
     n_rows = int(table.loc[0, "n_train_rows"])
-    assert table["n_removed"].tolist() == [0] + [round(0.5 * n_rows)] * 3
+    assert table["n_removed"].tolist() == [0] + [round(0.5 * n_rows)] * 2
     assert (table["n_train_rows"] + table["n_removed"] == n_rows).all()
     assert (table["steps"] == 2).all() and (table["budget"] == "steps").all()  # tiny config: max_steps 2
     assert table["delta"].tolist() == pytest.approx((table["val_loss"] - table.loc[0, "val_loss"]).tolist())
-    assert table["val_loss"].nunique() == 4  # four different retrains, not one copied
+    assert table["val_loss"].nunique() == 3  # three different retrains, not one copied
 
     scores = pd.read_parquet(out / "attribution/none/scores.parquet")
     for removal in table["removal"]:
