@@ -78,7 +78,13 @@ def test_the_layer_replaces_only_partition_memory_and_gpu():
         assert set(resources) <= {"slurm_partition", "mem_mb"}
     # The shipped profile: GPU rules request a GPU, CPU rules don't, and the config's
     # `threads` is not overridden.
-    assert set(profile["set-resources"]) == {"train_lora", "hessian", "reduce_query", "score_train"}
+    assert set(profile["set-resources"]) == {
+        "train_lora",
+        "retrain",
+        "hessian",
+        "reduce_query",
+        "score_train",
+    }
     assert all(resources.get("gpu", 0) >= 1 for resources in profile["set-resources"].values())
     assert not GPU_KEYS & set(profile["default-resources"])
     assert "set-threads" not in profile

@@ -212,6 +212,55 @@ def plot_loss(metrics, path, title: str) -> None:
     plt.close(fig)
 
 
+def select_rows(tokens, keep_row_ids):
+    """The token rows whose row_id is in `keep_row_ids`, in their training order; every
+    kept id must be a token row (a removal is a row selection, never a new tokenization)."""
+    keep = set(keep_row_ids)
+    unknown = keep - set(tokens["row_id"])
+    if unknown:
+        raise WorkflowInputError(
+            f"{len(unknown)} row_ids to keep are not token rows, e.g. {sorted(unknown)[:3]}"
+        )
+    return tokens.select([i for i, row_id in enumerate(tokens["row_id"]) if row_id in keep])
+
+
+def load_and_train(
+    model_name_or_path: str,
+    revision: str | None,
+    tokenizer_dir,
+    train_tokens,
+    val_tokens,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    work_parent,
+):
+    """Load the base model and tokenizer, train on the token rows given (`val_tokens`
+    None: no evaluation during training); return (trainer, tokenizer)."""
+    import tempfile
+
+    from .models import load_base_model, load_tokenizer, training_dtype
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    model = load_base_model(model_name_or_path, revision, dtype=training_dtype())
+    log.info(
+        "training on %d rows, evaluating on %s",
+        len(train_tokens),
+        len(val_tokens) if val_tokens is not None else "none",
+    )
+    Path(work_parent).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sft-", dir=work_parent) as work:
+        trainer = train_lora(model, tokenizer, train_tokens, val_tokens, lora, settings, work)
+    return trainer, tokenizer
+
+
+def save_adapter(trainer, tokenizer, adapter_out) -> None:
+    from .io import atomic_path
+
+    with atomic_path(adapter_out, is_dir=True) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
 def run_training(
     model_name_or_path: str,
     revision: str | None,
@@ -227,23 +276,23 @@ def run_training(
     title: str,
 ) -> None:
     """The train_lora rule: train, then write adapter (+ tokenizer), metrics and loss curve."""
-    import tempfile
-
-    from .io import atomic_path, write_json, write_parquet
-    from .models import load_base_model, load_tokenizer, training_dtype
+    from .io import write_json, write_parquet
     from .tokens import load_token_dataset
 
-    tokenizer = load_tokenizer(str(tokenizer_dir))
-    model = load_base_model(model_name_or_path, revision, dtype=training_dtype())
     train_tokens = load_token_dataset(train_tokens_dir)
     val_tokens = load_token_dataset(val_tokens_dir)
-    log.info("training on %d rows, evaluating on %d", len(train_tokens), len(val_tokens))
-    with tempfile.TemporaryDirectory(prefix="sft-", dir=Path(adapter_out).parent) as work:
-        trainer = train_lora(model, tokenizer, train_tokens, val_tokens, lora, settings, work)
+    trainer, tokenizer = load_and_train(
+        model_name_or_path,
+        revision,
+        tokenizer_dir,
+        train_tokens,
+        val_tokens,
+        lora,
+        settings,
+        Path(adapter_out).parent,
+    )
     metrics = metrics_frame(trainer.state.log_history)
-    with atomic_path(adapter_out, is_dir=True) as tmp:
-        trainer.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    save_adapter(trainer, tokenizer, adapter_out)
     write_parquet(metrics, metrics_out)
     write_json(training_summary(trainer, settings, len(train_tokens)), summary_out)
     plot_loss(metrics, plot_out, title)

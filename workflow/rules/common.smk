@@ -3,6 +3,12 @@ import os
 from pathlib import Path
 
 from playpen_attribution.codeversion import code_version
+from playpen_attribution.counterfactual import (
+    RANKED_KINDS,
+    REMOVAL_PATTERN,
+    parse_removal,
+    removal_names,
+)
 from playpen_attribution.paths import looks_like_local_path, tracked_data_files
 
 # One result tree per run setup (config `results`): the demo writes under results/demo/,
@@ -240,3 +246,58 @@ def canonical(value):
 def config_section(name):
     """A config section as rule params, in canonical form."""
     return canonical(config.get(name, {}))
+
+
+# Counterfactual check (workflow/rules/counterfactual.smk).
+COUNTERFACTUAL = config["counterfactual"]
+# The scores that rank the removals: those of topk.parquet unless configured.
+COUNTERFACTUAL_METHOD = COUNTERFACTUAL.get("method") or REPORT_METHOD
+if COUNTERFACTUAL_METHOD not in METHODS:
+    raise ValueError(
+        f"counterfactual.method: {COUNTERFACTUAL_METHOD!r} is not in attribution.methods {METHODS}"
+    )
+REMOVALS = removal_names(COUNTERFACTUAL)
+
+
+wildcard_constraints:
+    removal=REMOVAL_PATTERN,
+
+
+def counterfactual_path(name):
+    return f"{RESULTS}/{{game}}/{{role}}/counterfactual/{{removal}}/{name}"
+
+
+def counterfactual_scores(wildcards):
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{COUNTERFACTUAL_METHOD}/scores.parquet"
+
+
+def _ranked(wildcards):
+    return parse_removal(wildcards.removal)["kind"] in RANKED_KINDS
+
+
+def removal_scores(wildcards):
+    """Only a ranked removal reads the scores: random ones and the baseline stay put when
+    the attribution changes."""
+    return counterfactual_scores(wildcards) if _ranked(wildcards) else []
+
+
+def removal_ranking(wildcards):
+    """What orders a ranked removal (not report.k: changing it reruns no retrain)."""
+    if not _ranked(wildcards):
+        return None
+    return {
+        "method": COUNTERFACTUAL_METHOD,
+        "aggregation": config["report"]["aggregation"],
+    }
+
+
+def retrained_adapter(path):
+    return directory(path) if COUNTERFACTUAL["keep_adapters"] else temp(directory(path))
+
+
+def counterfactual_inputs(name):
+    return expand(
+        f"{RESULTS}/{{game}}/{{role}}/counterfactual/{{removal}}/{name}",
+        removal=REMOVALS,
+        allow_missing=True,
+    )

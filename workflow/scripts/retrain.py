@@ -1,0 +1,30 @@
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    from playpen_attribution.counterfactual import run_retrain
+    from playpen_attribution.train import LoraSettings, TrainSettings
+
+    p = snakemake.params
+    run_retrain(
+        model_name_or_path=p.model["name_or_path"],
+        revision=p.model.get("revision"),
+        tokenizer_dir=snakemake.input.tokenizer,
+        train_tokens_dir=snakemake.input.train,
+        val_tokens_dir=snakemake.input.val,
+        removed_path=snakemake.input.removed,
+        lora=LoraSettings(**p.lora),
+        settings=TrainSettings(
+            **p.train, max_length=p.max_length, seed=p.seed, sparse_logits=p.compute["sparse_logits"]
+        ),
+        loss_reduction=p.loss_reduction,
+        adapter_out=snakemake.output.adapter,
+        metrics_out=snakemake.output.metrics,
+        val_losses_out=snakemake.output.val_losses,
+        summary_out=snakemake.output.summary,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821
