@@ -31,6 +31,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/generate.smk"
 
 
 rule all:
