@@ -417,7 +417,6 @@ def generate(
     val: pd.DataFrame,
     settings: GenerateSettings,
     exclude: list[str] = (),
-    pool: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Seeds, then generated words. Returns (scored words, generated rows, summary)."""
     from .wordnet import wordnet
@@ -428,24 +427,19 @@ def generate(
     scored["experiment"] = scored["target_word"].map(experiments)
     forbidden, forbidden_stems = forbidden_words(train, val, list(exclude))
     features = {w: word_features(w, wn) for w in scored["target_word"]}
-    no_wordnet = sorted(w for w, f in features.items() if f is None and w in set(scored["target_word"]))
     for f in FEATURES:
         scored[f] = [None if features[w] is None else features[w][f] for w in scored["target_word"]]
+    # a seed that WordNet does not know has no part of speech to match: skipped, reported
+    no_wordnet = sorted(scored.loc[scored["set"].notna() & scored["pos"].isna(), "target_word"])
     seeds = scored[scored["set"].notna() & scored["pos"].notna()].reset_index(drop=True)
-    if pool is None:
-        pool = candidate_pool(settings.candidate_top_n, forbidden, forbidden_stems, wn)
-    else:  # a given pool still obeys the leakage rule
-        pool = pool[~pool["word"].isin(forbidden) & ~pool["word"].map(stem).isin(forbidden_stems)]
-        pool = pool.reset_index(drop=True)
+    pool = candidate_pool(settings.candidate_top_n, forbidden, forbidden_stems, wn)
     generated, counts = match(seeds, pool, settings, wn)
     summary = {
         "settings": asdict(settings),
         "words": len(scored),
         "seeds": {s: int((seeds["set"] == s).sum()) for s in SETS},
         "generated": {s: int((generated.get("set", pd.Series(dtype=str)) == s).sum()) for s in SETS},
-        "seeds_without_wordnet_sense": [
-            w for w in no_wordnet if w in set(scored.loc[scored["set"].notna(), "target_word"])
-        ],
+        "seeds_without_wordnet_sense": no_wordnet,
         "candidates": len(pool),
         "candidate_filter": pool.attrs.get("counts", {}),
         "forbidden_words": len(forbidden),
@@ -467,7 +461,7 @@ def standardized_mean_differences(generated: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def words_markdown(scored: pd.DataFrame, generated: pd.DataFrame, summary: dict, game: str, role: str) -> str:
+def words_markdown(generated: pd.DataFrame, summary: dict, game: str, role: str) -> str:
     s = summary["settings"]
     lines = [
         f"# Generated taboo instances: {game} / {role}",
@@ -555,5 +549,5 @@ def write_generated(
     ).drop(columns="target_word")
     write_parquet(provenance, words_out)
     write_json(summary, summary_out)
-    write_text(words_markdown(scored, generated, summary, game, role), markdown_out)
+    write_text(words_markdown(generated, summary, game, role), markdown_out)
     log.info("generated %s", summary["generated"])
