@@ -1,22 +1,5 @@
 # New taboo instances from the attribution (issue 12): generate_instances proposes words
 # like the hard, high-impact seed words; score_generated checks their hardness on CPU.
-GENERATE = config["generate"]
-TABOO_INSTANCES_SCHEMA = (
-    f"{workflow.basedir}/workflow/schemas/taboo_instances.schema.yaml"
-)
-
-
-def generate_files(wildcards):
-    """The exclude list and template files, when configured: tracked inputs."""
-    templates = GENERATE.get("templates") or {}
-    paths = [
-        GENERATE.get("exclude_words"),
-        templates.get("describer"),
-        templates.get("guesser"),
-    ]
-    return [path for path in paths if path]
-
-
 rule generate_instances:
     input:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
@@ -43,7 +26,6 @@ rule generate_instances:
         game="taboo",
     resources:
         runtime=15,
-        mem_mb=3000,
     params:
         generate=config_section("generate"),
         seed=config["seed"],
@@ -78,7 +60,6 @@ rule score_generated:
     threads: MAX_THREADS
     resources:
         runtime=30,
-        mem_mb=6000,
     params:
         templates=canonical(GENERATE.get("templates") or {}),
         max_turns=GENERATE["max_turns"],
