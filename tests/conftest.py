@@ -202,6 +202,8 @@ def write_tiny_config(work: Path, tiny_gemma_dir: Path) -> Path:
         "preconditioner": {"use_dataset_labels": True},
     }
     config["report"] = {"k": 3}
+    # Every word is seen about once in 24 episodes; a short candidate list keeps it quick.
+    config["generate"] = {"min_count": 1, "candidate_top_n": 5000}
     # Unsorted keys here, sorted in test_workflow_e2e.dry_run(): key order must not look
     # like a change.
     path = work / "config.yaml"
@@ -217,6 +219,8 @@ TINY_TARGETS = (
     TINY_TARGET,
     "results/demo/taboo/WordGuesser/attribution/compare.parquet",
     "results/demo/taboo/WordGuesser/attribution/planted.parquet",
+    # ... plus the generated instances and their hardness check (issue 12).
+    "results/demo/taboo/WordGuesser/generated/hardness.parquet",
 )
 
 

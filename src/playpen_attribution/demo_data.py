@@ -63,7 +63,7 @@ TABOO_WORDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
     "winter": (
         "high",
-        ("cold", "snow", "season"),
+        ("icy", "december", "chilly"),
         ("The months with frost and short days.", "Comes after autumn.", "When people go skiing."),
     ),
     "kitchen": (

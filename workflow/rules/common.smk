@@ -301,3 +301,21 @@ def counterfactual_inputs(name):
         removal=REMOVALS,
         allow_missing=True,
     )
+
+
+# Generated taboo instances (generate.smk).
+GENERATE = config["generate"]
+TABOO_INSTANCES_SCHEMA = (
+    f"{workflow.basedir}/workflow/schemas/taboo_instances.schema.yaml"
+)
+
+
+def generate_files(wildcards):
+    """The exclude list and template files, when configured: tracked inputs."""
+    templates = GENERATE.get("templates") or {}
+    paths = [
+        GENERATE.get("exclude_words"),
+        templates.get("describer"),
+        templates.get("guesser"),
+    ]
+    return [path for path in paths if path]

