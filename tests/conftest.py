@@ -234,3 +234,11 @@ def workflow_dir(tmp_path_factory, tiny_gemma_dir):
     proc = run_snakemake("--cores", "2", f"--configfile={config}", "-d", str(work), *TINY_TARGETS)
     (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
     return work
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the SLURM tests first. Their fixture builds workflow_dir (the local tiny run they
+    compare with) while its own run waits on SLURM, so the two DAGs overlap; an earlier
+    test that needs workflow_dir (test_counterfactual, test_generate) would build it alone
+    first, and the SLURM run would then run alone after it (~4 min more)."""
+    items.sort(key=lambda item: item.path.name != "test_slurm.py")
