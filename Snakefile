@@ -39,3 +39,14 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# A setup with its own result tree (the demo: results/demo/) never writes under results/:
+# asking it for results/{game}/{role}/... stops with the path it does write.
+if RESULTS != "results":
+
+    rule other_results_root:
+        input:
+            other_results_root,
+        output:
+            "results/{game}/{role}/{name}",

@@ -155,3 +155,20 @@ def test_the_readme_rule_graph_is_snakemakes(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "flowchart" in (REPO / "README.md").read_text()
+
+
+def test_a_target_in_the_other_result_tree_names_the_right_path(tmp_path):
+    """The demo writes under results/demo/; asking it for results/taboo/... (the research
+    tree) stops before any job and says which path to ask for, writing nothing."""
+    proc = run_snakemake(
+        "-n",
+        "results/taboo/WordGuesser/counterfactual.parquet",
+        "--configfile",
+        str(REPO / "config/demo.yaml"),
+        "-d",
+        str(tmp_path),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "ask for results/demo/taboo/WordGuesser/counterfactual.parquet" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -319,3 +319,13 @@ def generate_files(wildcards):
         templates.get("guesser"),
     ]
     return [path for path in paths if path]
+
+
+def other_results_root(wildcards):
+    """The input of other_results_root (Snakefile): a target in another setup's tree fails at once,
+    naming the path this config writes (nothing is written)."""
+    path = f"results/{wildcards.game}/{wildcards.role}/{wildcards.name}"
+    raise WorkflowError(
+        f"{path} is in the research config's result tree; this config writes under "
+        f"{RESULTS}/: ask for {RESULTS}/{wildcards.game}/{wildcards.role}/{wildcards.name}"
+    )
