@@ -67,7 +67,7 @@ def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import write_png
 
     pairs = list(table.itertuples())
     fig, axes = plt.subplots(max(1, len(pairs)), 2, figsize=(9, 4 * max(1, len(pairs))), squeeze=False)
@@ -98,10 +98,7 @@ def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) 
         ax.set_xlabel(f"rank: {pair.method_a} (1 = most helpful)")
         ax.set_ylabel(f"rank: {pair.method_b}")
         ax.set_title(f"top-{pair.k} rows move by median {pair.topk_rank_change_median:.0f} ranks")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, path, dpi=100)
 
 
 def write_comparison(

@@ -226,7 +226,7 @@ def plot_counterfactual(table: pd.DataFrame, path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import write_png
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.axhline(0, color="black", linewidth=0.8, linestyle="--", label="baseline (all rows)")
@@ -250,10 +250,7 @@ def plot_counterfactual(table: pd.DataFrame, path, title: str) -> None:
     ax.set_ylabel("validation loss − baseline")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
 
 
 def write_counterfactual_report(

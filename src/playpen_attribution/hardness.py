@@ -185,7 +185,7 @@ def plot_hardness(table: pd.DataFrame, summary: dict, path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import write_png
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     data = [table.loc[table["set"] == s, "loss"].dropna() for s in SETS]
@@ -200,10 +200,7 @@ def plot_hardness(table: pd.DataFrame, summary: dict, path, title: str) -> None:
     right.set_ylabel("loss")
     right.set_title(f"Spearman rho = {summary['spearman_rho_loss_vs_val_success']:.2f}")
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, path, dpi=100)
 
 
 def write_hardness(

@@ -46,3 +46,13 @@ def write_json(obj, path: str | os.PathLike) -> None:
 def write_text(text: str, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_png(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Lay out a matplotlib figure, write it as a PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)

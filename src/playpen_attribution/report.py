@@ -332,7 +332,7 @@ def plot_scores(scored: pd.DataFrame, topk: pd.DataFrame, path, title: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import write_png
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = min(40, max(10, len(scored) // 4))
@@ -347,10 +347,7 @@ def plot_scores(scored: pd.DataFrame, topk: pd.DataFrame, path, title: str) -> N
     ax.set_ylabel("training rows")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
 
 
 def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
@@ -360,7 +357,7 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import write_png
 
     shown = words.head(n).iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(shown) + 1)))
@@ -369,10 +366,7 @@ def plot_words(words: pd.DataFrame, path, title: str, n: int = 20) -> None:
     ax.axvline(0, color="k", linewidth=0.8)
     ax.set_xlabel("summed influence score (colour: train success rate, red = hard)")
     ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
 
 
 def write_topk_report(

@@ -195,7 +195,7 @@ def plot_loss(metrics, path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .io import write_png
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for split, style in (("train", "-"), ("val", "o-")):
@@ -206,10 +206,7 @@ def plot_loss(metrics, path, title: str) -> None:
     ax.set_ylabel("loss (trained tokens)")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
 
 
 def select_rows(tokens, keep_row_ids):
