@@ -15,6 +15,22 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "playpen-sample"
 
 
+# fp32 sums taken in another order (a mean of per-query scores against the score of the mean
+# query; float64 scores against their float32 copy in matrix.npy) agree only up to rounding
+# that grows with the magnitudes and depends on the CPU's kernels. One tolerance for such
+# comparisons, relative to the largest magnitude compared: 2**7 fp32 epsilons (1.5e-5).
+FP32_RTOL = 128 * 2.0**-23
+
+
+def assert_close_up_to_fp32_rounding(actual, expected) -> None:
+    import numpy as np
+
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    scale = float(np.abs(expected).max())
+    assert scale > 0, "nothing to compare: every expected value is 0"
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=FP32_RTOL * scale)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:

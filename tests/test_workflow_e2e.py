@@ -9,7 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY_TARGETS, run_snakemake
+from conftest import REPO, TINY_TARGETS, assert_close_up_to_fp32_rounding, run_snakemake
 from test_workflow import planned_jobs
 
 OUT = "results/demo/taboo/WordGuesser"
@@ -319,8 +319,8 @@ def test_the_matrix_and_its_aggregations_agree(workflow_dir):
     scores = pd.read_parquet(workflow_dir / OUT / "attribution/none/scores.parquet")
     val = pd.read_parquet(workflow_dir / OUT / "data/val.parquet")
     assert matrix.shape == (len(scores), len(val)) and ids["columns"] == val["row_id"].tolist()
-    np.testing.assert_allclose(scores["nearest"], matrix.max(axis=1), atol=1e-6)
-    np.testing.assert_allclose(scores["mean"], matrix.mean(axis=1), atol=1e-6)
+    assert_close_up_to_fp32_rounding(scores["nearest"], matrix.max(axis=1))
+    assert_close_up_to_fp32_rounding(scores["mean"], matrix.mean(axis=1))
     proponents = pd.read_parquet(workflow_dir / OUT / "val_proponents.parquet")
     assert set(proponents["val_row_id"]) == set(val["row_id"])
 
