@@ -32,6 +32,7 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/counterfactual.smk"
+include: "workflow/rules/selection.smk"
 include: "workflow/rules/generate.smk"
 
 

@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 EXTRA_TARGETS = [
     "results/demo/taboo/WordGuesser/counterfactual.parquet",  # counterfactual_removal, retrain, counterfactual
     "results/demo/taboo/WordGuesser/generated/hardness.parquet",  # generate_instances, score_generated
+    "results/demo/taboo/WordGuesser/selection.parquet",  # selection_arm, train_arm, evaluate_arm, selection
 ]
 COMMAND = [
     sys.executable,

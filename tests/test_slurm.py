@@ -81,6 +81,8 @@ def test_the_layer_replaces_only_partition_memory_and_gpu():
     assert set(profile["set-resources"]) == {
         "train_lora",
         "retrain",
+        "train_arm",
+        "evaluate_arm",
         "hessian",
         "reduce_query",
         "score_train",

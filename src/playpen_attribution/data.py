@@ -456,13 +456,25 @@ def prepare(
     return frames, summary
 
 
-def prepare_to_files(train_path, val_path, summary_path, **kwargs) -> dict:
-    """`prepare`, then write train/val parquet and the summary; nothing is written on error."""
+def prepare_to_files(train_path, val_path, summary_path, eval_path=None, split=None, **kwargs) -> dict:
+    """`prepare`, then write train/val parquet and the summary; nothing is written on error.
+
+    With `split` ({unit, eval_fraction, seed, query_outcomes}) and `eval_path`, the
+    validation rows are divided by group (split.py): the query rows go to `val_path`, the
+    held-out eval rows to `eval_path`.
+    """
     import logging
 
     from .io import write_json, write_parquet
 
     frames, summary = prepare(**kwargs)
+    if split is not None:
+        from .split import split_validation
+
+        frames["val"], frames["eval"], summary["split"] = split_validation(
+            frames["val"], split["unit"], split["eval_fraction"], split["seed"], split.get("query_outcomes")
+        )
+        logging.getLogger(__name__).info("validation split: %s", summary["split"])
     log = logging.getLogger(__name__)
     for split, info in summary["splits"].items():
         log.info("%s: %s", split, info)
@@ -478,5 +490,7 @@ def prepare_to_files(train_path, val_path, summary_path, **kwargs) -> dict:
             log.warning("%s: %s", split, "; ".join(f"{NOTABLE_COUNTS[k]}: {n}" for k, n in notable.items()))
     write_parquet(frames["train"], train_path)
     write_parquet(frames["val"], val_path)
+    if split is not None:
+        write_parquet(frames["eval"], eval_path)
     write_json(summary, summary_path)
     return summary

@@ -446,14 +446,34 @@ def write_words_report(
     plot_words(words, plot_out, f"Most influential target words: {game} / {role}")
 
 
-def planted_ranks(planted: list[dict], train: pd.DataFrame, scores: dict[str, pd.DataFrame], game, role):
-    """Rank of every planted copy (in this game and role) under every method x aggregation."""
+def planted_ranks(
+    planted: list[dict], train: pd.DataFrame, scores: dict[str, pd.DataFrame], game, role, eval_rows=None
+):
+    """Rank of every planted copy (in this game and role) under every method x aggregation.
+
+    `source`: whether the copied validation episode is a query row (the attribution can
+    find its copy) or a held-out eval row (`eval_rows`; its copy is a training row like any
+    other to the query, and is expected anywhere)."""
     from .attribution import AGGREGATIONS
 
     copies = [p for p in planted if p["game"] == game and p["game_role"] == role]
     keys = {(p["experiment"], p["task_id"], p["model"]) for p in copies}
+    held_out = set()
+    if eval_rows is not None:
+        held_out = set(zip(eval_rows["experiment"], eval_rows["task_id"], eval_rows["model"]))
+    source_of = {
+        (p["experiment"], p["task_id"], p["model"]): (
+            "eval" if (p["experiment"], p["copy_of_validation_task_id"], p["model"]) in held_out else "query"
+        )
+        for p in copies
+    }
     is_copy = [(e, t, m) in keys for e, t, m in zip(train["experiment"], train["task_id"], train["model"])]
     copy_ids = train.loc[is_copy, "row_id"].tolist()
+    copy_source = {
+        row_id: source_of[(e, t, m)]
+        for row_id, e, t, m in zip(train["row_id"], train["experiment"], train["task_id"], train["model"])
+        if (e, t, m) in keys
+    }
     if len(copy_ids) != len(copies):
         raise WorkflowInputError(
             f"planted.json names {len(copies)} {game}/{role} rows, the training data holds {len(copy_ids)} of them"
@@ -472,6 +492,7 @@ def planted_ranks(planted: list[dict], train: pd.DataFrame, scores: dict[str, pd
                         "rank": int(rank[row_id]),
                         "n_rows": len(frame),
                         "n_planted": len(copy_ids),
+                        "source": copy_source[row_id],
                         "in_top_2n": bool(rank[row_id] <= 2 * len(copy_ids)),
                     }
                 )
@@ -484,24 +505,34 @@ def planted_markdown(table: pd.DataFrame, game, role) -> str:
         "",
         "Copies of validation episodes were planted in the training data; a ranking that finds "
         "what drives the validation loss should put them near the top. Ranks out of "
-        f"{table['n_rows'].iloc[0]} training rows; the target is the top 2 x {table['n_planted'].iloc[0]}.",
+        f"{table['n_rows'].iloc[0]} training rows; the target is the top 2 x {table['n_planted'].iloc[0]}. "
+        "Only copies of query rows can be found: a copy of a held-out eval row (marked "
+        "*eval*) is invisible to the query, and it puts that eval episode into the training pool.",
         "",
-        "| method | aggregation | ranks of the copies | all in top 2N |",
+        "| method | aggregation | ranks of the copies | query copies all in top 2N |",
         "|---|---|---|---|",
     ]
     for (method, aggregation), part in table.groupby(["method", "aggregation"], sort=False):
-        ranks = ", ".join(str(r) for r in sorted(part["rank"]))
-        lines.append(f"| {method} | {aggregation} | {ranks} | {'yes' if part['in_top_2n'].all() else 'no'} |")
+        ranks = ", ".join(
+            f"{r} (eval)" if source == "eval" else str(r)
+            for r, source in sorted(zip(part["rank"], part["source"]))
+        )
+        query = part[part["source"] == "query"]
+        found = "–" if query.empty else ("yes" if query["in_top_2n"].all() else "no")
+        lines.append(f"| {method} | {aggregation} | {ranks} | {found} |")
     return "\n".join(lines) + "\n"
 
 
-def write_planted_report(planted_path, score_paths, methods, train_path, game, role, table_out, markdown_out):
+def write_planted_report(
+    planted_path, score_paths, methods, train_path, game, role, table_out, markdown_out, eval_path=None
+):
     """The report_planted rule."""
     from .io import write_parquet, write_text
 
     planted = _read_json(planted_path)
     scores = {m: pd.read_parquet(p) for m, p in zip(methods, score_paths)}
-    table = planted_ranks(planted, pd.read_parquet(train_path), scores, game, role)
+    eval_rows = pd.read_parquet(eval_path) if eval_path else None
+    table = planted_ranks(planted, pd.read_parquet(train_path), scores, game, role, eval_rows)
     if table.empty:
         raise WorkflowInputError(f"no planted copies for {game}/{role} (demo_data.planted_copies is 0?)")
     write_parquet(table, table_out)

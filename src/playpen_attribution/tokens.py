@@ -152,15 +152,28 @@ def attribution_view(token_ds):
 
 
 def tokenize_to_files(
-    train_parquet, val_parquet, tokenizer, mode, max_length, out_train, out_val, summary_path
+    train_parquet,
+    val_parquet,
+    tokenizer,
+    mode,
+    max_length,
+    out_train,
+    out_val,
+    summary_path,
+    eval_parquet=None,
+    out_eval=None,
 ):
+    """Tokenize the train, query (val) and, when given, held-out eval rows, the same way."""
     import pandas as pd
 
     from .io import write_json
 
+    sources = {"train": (train_parquet, out_train), "val": (val_parquet, out_val)}
+    if eval_parquet is not None:
+        sources["eval"] = (eval_parquet, out_eval)
     summary = {}
     results = {}
-    for split, src in (("train", train_parquet), ("val", val_parquet)):
+    for split, (src, _) in sources.items():
         frame = pd.read_parquet(src, columns=["row_id", "messages"])
         rows = [{"row_id": r.row_id, "messages": [dict(m) for m in r.messages]} for r in frame.itertuples()]
         token_rows, split_summary = tokenize_rows(rows, tokenizer, mode, max_length)
@@ -180,7 +193,7 @@ def tokenize_to_files(
             )
         summary[split] = split_summary
         results[split] = token_rows
-    save_token_dataset(results["train"], out_train)
-    save_token_dataset(results["val"], out_val)
+    for split, (_, out) in sources.items():
+        save_token_dataset(results[split], out)
     write_json(summary, summary_path)
     return summary

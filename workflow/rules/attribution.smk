@@ -106,6 +106,8 @@ rule report_planted:
         planted=DEMO_PLANTED_FILE,
         scores=method_scores,
         train=rules.prepare_data.output.train,
+        # only to say which copies are of held-out rows (they cannot be found)
+        eval=rules.prepare_data.output.eval,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/attribution/planted.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/attribution/planted.md",

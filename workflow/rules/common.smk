@@ -10,6 +10,10 @@ from playpen_attribution.counterfactual import (
     removal_names,
 )
 from playpen_attribution.paths import looks_like_local_path, tracked_data_files
+from playpen_attribution.selection import arm_names as selection_arm_names
+from playpen_attribution.selection import arm_pattern as selection_arm_pattern
+from playpen_attribution.selection import parse_arm
+from playpen_attribution.selection import rankings as selection_rankings
 
 # One result tree per run setup (config `results`): the demo writes under results/demo/,
 # the research config under results/, so neither run ever touches the other's outputs.
@@ -329,3 +333,57 @@ def other_results_root(wildcards):
         f"{path} is in the research config's result tree; this config writes under "
         f"{RESULTS}/: ask for {RESULTS}/{wildcards.game}/{wildcards.role}/{wildcards.name}"
     )
+
+
+# The held-out split of the validation rows (split.py): query rows build the attribution's
+# query, eval rows are read only by evaluations.
+def split_params():
+    settings = config["split"]
+    seed = settings.get("seed")
+    return canonical(settings | {"seed": config["seed"] if seed is None else seed})
+
+
+# Selection check (workflow/rules/selection.smk).
+SELECTION = config["selection"]
+SELECTION_RANKINGS = selection_rankings(
+    SELECTION, REPORT_METHOD, config["report"]["aggregation"]
+)
+for _ranking in SELECTION_RANKINGS:
+    if _ranking["method"] not in METHODS:
+        raise ValueError(
+            f"selection.rankings: method {_ranking['method']!r} is not in attribution.methods {METHODS}"
+        )
+ARMS = selection_arm_names(SELECTION, REPORT_METHOD, config["report"]["aggregation"])
+
+
+wildcard_constraints:
+    arm=selection_arm_pattern(METHODS, ["mean", "nearest", "rank_mean"]),
+
+
+def selection_path(name):
+    return f"{RESULTS}/{{game}}/{{role}}/selection/{{arm}}/{name}"
+
+
+def arm_scores(wildcards):
+    """Only an arm whose rows depend on a ranking reads its scores."""
+    spec = parse_arm(wildcards.arm)
+    if spec["method"] is None:
+        return []
+    return f"{RESULTS}/{wildcards.game}/{wildcards.role}/attribution/{spec['method']}/scores.parquet"
+
+
+def arm_adapter(wildcards):
+    if wildcards.arm == "base":
+        return []
+    return (
+        f"{RESULTS}/{wildcards.game}/{wildcards.role}/selection/{wildcards.arm}/adapter"
+    )
+
+
+def selection_adapter(path):
+    return directory(path) if SELECTION["keep_adapters"] else temp(directory(path))
+
+
+def selection_inputs(name, trained_only=False):
+    arms = [arm for arm in ARMS if not (trained_only and arm == "base")]
+    return [f"{RESULTS}/{{game}}/{{role}}/selection/{arm}/{name}" for arm in arms]

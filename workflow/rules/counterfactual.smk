@@ -27,7 +27,8 @@ rule counterfactual_removal:
 rule retrain:
     input:
         train=rules.tokenize.output.train,
-        val=rules.tokenize.output.val,
+        # the validation loss is taken on the held-out eval rows, which the query never saw
+        val=rules.tokenize.output.eval,
         tokenizer=rules.tokenize.output.tokenizer,
         model=model_input,
         removed=rules.counterfactual_removal.output[0],

@@ -19,7 +19,9 @@ rule prepare_data:
         dataset=dataset_input,
     output:
         train=f"{RESULTS}/{{game}}/{{role}}/data/train.parquet",
+        # val: the attribution's query rows; eval: held out, read only by evaluations
         val=f"{RESULTS}/{{game}}/{{role}}/data/val.parquet",
+        eval=f"{RESULTS}/{{game}}/{{role}}/data/eval.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/data/summary.json",
     log:
         log_path("prepare_data"),
@@ -29,6 +31,7 @@ rule prepare_data:
         runtime=30,
     params:
         dataset=config_section("dataset"),
+        split=split_params(),
         code=code("prepare_data.py"),
     script:
         "../scripts/prepare_data.py"

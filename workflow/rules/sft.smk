@@ -18,11 +18,13 @@ rule tokenize:
     input:
         train=f"{RESULTS}/{{game}}/{{role}}/data/train.parquet",
         val=f"{RESULTS}/{{game}}/{{role}}/data/val.parquet",
+        eval=f"{RESULTS}/{{game}}/{{role}}/data/eval.parquet",
         model=model_input,
         chat_template=chat_template_input,
     output:
         train=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/train"),
         val=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/val"),
+        eval=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/eval"),
         tokenizer=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/tokenizer"),
         summary=f"{RESULTS}/{{game}}/{{role}}/tokens/summary.json",
     log:

@@ -18,6 +18,8 @@ def main(snakemake):
         keep_empty_completions=ds["keep_empty_completions"],
         train_path=snakemake.output.train,
         val_path=snakemake.output.val,
+        eval_path=snakemake.output.eval,
+        split=snakemake.params.split,
         summary_path=snakemake.output.summary,
     )
 

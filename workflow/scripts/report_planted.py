@@ -15,6 +15,7 @@ def main(snakemake):
         snakemake.wildcards.role,
         snakemake.output.table,
         snakemake.output.summary,
+        eval_path=snakemake.input.eval,
     )
     log.info("planted copies:\n%s", table.to_string(index=False))
 

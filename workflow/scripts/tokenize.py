@@ -19,6 +19,8 @@ def main(snakemake):
         out_train=snakemake.output.train,
         out_val=snakemake.output.val,
         summary_path=snakemake.output.summary,
+        eval_parquet=snakemake.input.eval,
+        out_eval=snakemake.output.eval,
     )
     # The exact tokenizer (and chat template) used: SFT and the adapter reuse it.
     tokenizer.save_pretrained(snakemake.output.tokenizer)

@@ -1,0 +1,18 @@
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    from playpen_attribution.selection import write_arm_rows
+
+    write_arm_rows(
+        arm=snakemake.wildcards.arm,
+        train_tokens_dir=snakemake.input.train,
+        scores_path=snakemake.input.scores or None,
+        base_seed=snakemake.params.seed,
+        out=snakemake.output[0],
+    )
+
+
+run_step(snakemake, main)  # noqa: F821

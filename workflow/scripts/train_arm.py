@@ -1,0 +1,27 @@
+# Package imports live inside main(): run_step sends the job's output to its log first,
+# and importing transformers or bergson already prints.
+from playpen_attribution.smk import run_step
+
+
+def main(snakemake):
+    from playpen_attribution.selection import run_arm_training
+    from playpen_attribution.train import LoraSettings, TrainSettings
+
+    p = snakemake.params
+    run_arm_training(
+        model_name_or_path=p.model["name_or_path"],
+        revision=p.model.get("revision"),
+        tokenizer_dir=snakemake.input.tokenizer,
+        train_tokens_dir=snakemake.input.train,
+        selected_path=snakemake.input.selected,
+        lora=LoraSettings(**p.lora),
+        settings=TrainSettings(
+            **p.train, max_length=p.max_length, seed=p.seed, sparse_logits=p.compute["sparse_logits"]
+        ),
+        adapter_out=snakemake.output.adapter,
+        metrics_out=snakemake.output.metrics,
+        summary_out=snakemake.output.summary,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821
