@@ -376,3 +376,32 @@ def test_the_demo_preset_plans_eleven_trainings(tmp_path):
     )
     jobs = planned_jobs(proc.stdout)
     assert jobs["train_arm"] == 11 and jobs["evaluate_arm"] == 12 and jobs["train_lora"] == 1
+
+
+def test_batched_greedy_replies_equal_one_at_a_time(tiny_gemma_dir, gemma_tokenizer, tmp_path):
+    """Left padding must not change a greedy reply: batches of 3 against batches of 1, on
+    prompts of different lengths rendered by the project's tokenization path."""
+    from conftest import GUESSER_ROWS
+    from transformers import AutoModelForCausalLM
+
+    from playpen_attribution.games import greedy_replies, prompt_ids
+    from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
+
+    chats = GUESSER_ROWS[:2] + [
+        [
+            {"role": "user", "content": "HINT: a long clue about something white and cold that falls"},
+            {"role": "assistant", "content": "GUESS: RAIN"},
+            {"role": "user", "content": "Wrong. HINT: in winter"},
+            {"role": "assistant", "content": "GUESS: SNOW"},
+        ]
+    ]
+    rows = [{"row_id": f"val-{i}", "messages": m} for i, m in enumerate(chats)]
+    token_rows, _ = tokenize_rows(rows, gemma_tokenizer, "completion", 256)
+    save_token_dataset(token_rows, tmp_path / "eval")
+    frame = pd.DataFrame({"row_id": [r["row_id"] for r in rows], "prompt": [m[:-1] for m in chats]})
+    prompts = prompt_ids(gemma_tokenizer, frame, load_token_dataset(tmp_path / "eval"))
+    assert len({len(p) for p in prompts}) == 3
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
+    batched = greedy_replies(model, gemma_tokenizer, prompts, max_new_tokens=6, batch_size=3)
+    single = greedy_replies(model, gemma_tokenizer, prompts, max_new_tokens=6, batch_size=1)
+    assert batched == single and all(batched)

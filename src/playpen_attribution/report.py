@@ -179,7 +179,14 @@ def topk_markdown(
         "lowers that validation row's loss (it teaches what the validation set needs); a "
         "negative score means it raises it. Scores rank rows within this run; their absolute "
         "size depends on the model and normalisation. *Helps most* lists the validation rows "
-        "(and their target words) whose loss the row lowers most.",
+        "(and their target words) whose loss the row lowers most. The validation rows here are "
+        "the query rows; the held-out eval rows (`data/eval.parquet`) are never scored.",
+        "",
+        "**Does this ranking pick better training data?** A score says where a row's gradient "
+        "points, not that training on the top rows wins more games. That is measured only by the "
+        "selection check (`selection.md`: adapters trained on the top rows against as many random "
+        "rows, games won on the held-out rows). Until it says that top beats every random arm, "
+        "treat this list as a hypothesis.",
         "",
     ]
     n_negative = int((topk["score"] < 0).sum())
