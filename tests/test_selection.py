@@ -405,3 +405,12 @@ def test_batched_greedy_replies_equal_one_at_a_time(tiny_gemma_dir, gemma_tokeni
     batched = greedy_replies(model, gemma_tokenizer, prompts, max_new_tokens=6, batch_size=3)
     single = greedy_replies(model, gemma_tokenizer, prompts, max_new_tokens=6, batch_size=1)
     assert batched == single and all(batched)
+
+
+def test_the_steps_budget_is_that_of_sft_on_the_whole_pool():
+    from playpen_attribution.selection import pool_steps
+    from playpen_attribution.train import TrainSettings
+
+    assert pool_steps(111, TrainSettings(epochs=1, batch_size=4)) == 28  # the demo's train_lora
+    assert pool_steps(111, TrainSettings(epochs=3, batch_size=8, gradient_accumulation_steps=2)) == 21
+    assert pool_steps(111, TrainSettings(epochs=1, batch_size=4, max_steps=5)) == 5

@@ -12,8 +12,11 @@ An arm is named by the `{arm}` wildcard of the selection rules:
   `random-k{size}-s{seed}`, shared by every ranking.
 
 A size below 1 is a fraction of the pool (max(1, round(size * rows)) rows), otherwise a row
-count. Every arm of one size has as many rows, and trains with the attributed adapter's SFT
-settings and seed, so arms of one size train the same number of optimizer steps.
+count. Every arm trains with the attributed adapter's SFT settings and seed. Budget
+(`selection.budget`): `steps` (default) gives every arm as many optimizer steps as the
+attributed adapter ran on the whole pool, so a smaller arm sees its rows more often (the
+prototype's "same budget"); `epochs` gives it the same number of epochs, so fewer steps.
+Either way the arms of one size train the same number of steps.
 """
 
 from __future__ import annotations
@@ -152,6 +155,17 @@ def write_arm_rows(arm, train_tokens_dir, scores_path, base_seed, out) -> None:
     log.info("%s: %d of %d training rows", arm, len(rows), len(row_ids))
 
 
+def pool_steps(pool_rows: int, settings) -> int:
+    """The optimizer steps of SFT on the whole pool: train.max_steps if set, else the steps
+    of train.epochs epochs (as the HF trainer counts them)."""
+    import math
+
+    if settings.max_steps > 0:
+        return settings.max_steps
+    batches = math.ceil(pool_rows / settings.batch_size)
+    return math.ceil(settings.epochs * math.ceil(batches / settings.gradient_accumulation_steps))
+
+
 def run_arm_training(
     model_name_or_path: str,
     revision: str | None,
@@ -163,8 +177,10 @@ def run_arm_training(
     adapter_out,
     metrics_out,
     summary_out,
+    budget: str = "steps",
 ):
     """The train_arm rule: train_lora's code path on the arm's rows, from the base model."""
+    import dataclasses
     import json
     from pathlib import Path
 
@@ -174,7 +190,17 @@ def run_arm_training(
 
     arm = json.loads(Path(selected_path).read_text())
     tokens = select_rows(load_token_dataset(train_tokens_dir), arm["row_ids"])
-    log.info("%s: training on %d rows", arm["arm"], len(tokens))
+    if budget == "steps":
+        settings = dataclasses.replace(settings, max_steps=pool_steps(arm["pool_rows"], settings))
+    elif budget != "epochs":
+        raise ValueError(f"selection budget {budget!r} is not steps or epochs")
+    log.info(
+        "%s: training on %d rows (%s budget, max_steps %d)",
+        arm["arm"],
+        len(tokens),
+        budget,
+        settings.max_steps,
+    )
     trainer, tokenizer = load_and_train(
         model_name_or_path, revision, tokenizer_dir, tokens, None, lora, settings, Path(summary_out).parent
     )
@@ -182,7 +208,7 @@ def run_arm_training(
     write_parquet(metrics_frame(trainer.state.log_history), metrics_out)
     summary = training_summary(trainer, settings, len(tokens))
     summary |= {key: arm[key] for key in ("arm", "kind", "size", "seed", "method", "aggregation", "n_rows")}
-    summary |= {"seed_sft": settings.seed, "trained_row_ids": list(tokens["row_id"])}
+    summary |= {"budget": budget, "seed_sft": settings.seed, "trained_row_ids": list(tokens["row_id"])}
     write_json(summary, summary_out)
 
 

@@ -48,6 +48,7 @@ rule train_arm:
         max_length=config["tokenize"]["max_length"],
         seed=config["seed"],
         compute=config_section("compute"),
+        budget=SELECTION["budget"],
         code=code("train_arm.py"),
     script:
         "../scripts/train_arm.py"

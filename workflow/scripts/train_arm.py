@@ -21,6 +21,7 @@ def main(snakemake):
         adapter_out=snakemake.output.adapter,
         metrics_out=snakemake.output.metrics,
         summary_out=snakemake.output.summary,
+        budget=p.budget,
     )
 
 
