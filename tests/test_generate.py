@@ -313,6 +313,136 @@ def test_clues_mask_the_word_and_its_stems():
     assert MASK in text and "winter" not in text.lower()
 
 
+# --------------------------------------------------------------------------- hardness statistics
+# hardness_summary against hand computations: Spearman as the Pearson correlation of the
+# ranks with the t-distribution p-value (n - 2 degrees of freedom, two-sided), and the
+# one-sided Mann-Whitney p as the exact share of all splits of the pooled losses whose U is at
+# least the observed one (the samples are small and untied, where scipy's test is exact).
+ORIGINAL_WORDS = ["winter", "candle", "harbor", "walrus", "compass", "bread", "river", "chair"]
+
+
+def _hand_spearman(a, b) -> tuple[float, float]:
+    from scipy.stats import t
+
+    def ranks(x):  # untied values: rank = position in the sorted order
+        return np.argsort(np.argsort(np.asarray(x, dtype=float)))
+
+    n = len(a)
+    rho = float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+    statistic = rho * np.sqrt((n - 2) / (1 - rho**2))
+    return rho, float(2 * t.sf(abs(statistic), n - 2))
+
+
+def _hand_mannwhitney_greater(x, y) -> float:
+    """P(U >= U_observed) under the null: every split of the pooled values equally likely."""
+    from itertools import combinations
+
+    def u(first, second):
+        return sum(a > b for a in first for b in second)
+
+    pooled = [*x, *y]
+    observed = u(x, y)
+    splits = list(combinations(range(len(pooled)), len(x)))
+    at_least = 0
+    for chosen in splits:
+        first = [pooled[i] for i in chosen]
+        second = [pooled[i] for i in range(len(pooled)) if i not in chosen]
+        at_least += u(first, second) >= observed
+    return at_least / len(splits)
+
+
+def _hardness_frame(losses, success_rates, hard=(), easy=()) -> pd.DataFrame:
+    original = pd.DataFrame(
+        {"set": "original", "word": ORIGINAL_WORDS[: len(losses)], "loss": losses}
+    ).assign(success_rate=success_rates, seed_word=None, clue="a clue")
+    made = [
+        {
+            "set": s,
+            "word": f"{s}{i}",
+            "loss": loss,
+            "success_rate": np.nan,
+            "seed_word": "winter",
+            "clue": "c",
+        }
+        for s, values in (("hard", hard), ("easy", easy))
+        for i, loss in enumerate(values)
+    ]
+    return pd.concat([original, pd.DataFrame(made)], ignore_index=True)
+
+
+def test_the_hardness_statistics_equal_hand_computations():
+    from wordfreq import zipf_frequency
+
+    from playpen_attribution.hardness import hardness_markdown, hardness_summary
+
+    losses = [2.1, 3.4, 2.6, 3.9, 2.2, 3.0, 1.8, 2.4]
+    success = [0.9, 0.2, 0.5, 0.1, 0.6, 0.4, 0.8, 0.3]  # mostly: higher loss, fewer wins
+    hard, easy = [3.1, 2.9, 2.7], [2.8, 2.0, 1.5]
+    table = _hardness_frame(losses, success, hard, easy)
+    table.loc[len(table)] = {"set": "original", "word": "lantern", "loss": np.nan, "success_rate": 0.0}
+    summary = hardness_summary(table)
+
+    rho, p = _hand_spearman(losses, success)
+    assert rho < -0.8 and p < 0.05  # the case under test: a clear negative correlation
+    assert summary["n_original"] == 8  # the word without a loss is left out
+    assert summary["spearman_rho_loss_vs_val_success"] == pytest.approx(rho, rel=1e-12)
+    assert summary["spearman_p"] == pytest.approx(p, rel=1e-9)
+    zipfs = [zipf_frequency(w, "en") for w in ORIGINAL_WORDS]
+    assert len(set(zipfs)) == len(zipfs)  # untied, as _hand_spearman needs
+    assert summary["spearman_rho_loss_vs_zipf"] == pytest.approx(_hand_spearman(losses, zipfs)[0], rel=1e-12)
+    assert summary["tracks"] is True
+    # one-sided, hard > easy: 2 of the 20 splits of 6 losses reach U = 8 (a two-sided test
+    # would give 0.2, the other side 0.95)
+    assert _hand_mannwhitney_greater(hard, easy) == pytest.approx(0.1)
+    assert summary["hard_vs_easy_mannwhitney_p"] == pytest.approx(0.1)
+    reversed_sets = hardness_summary(_hardness_frame(losses, success, hard=easy, easy=hard))
+    assert reversed_sets["hard_vs_easy_mannwhitney_p"] == pytest.approx(_hand_mannwhitney_greater(easy, hard))
+    assert reversed_sets["hard_vs_easy_mannwhitney_p"] == pytest.approx(0.95)
+    assert summary["mean_loss"] == pytest.approx(
+        {"original": np.mean(losses), "hard": np.mean(hard), "easy": np.mean(easy)}
+    )
+    assert summary["n"] == {"original": 9, "hard": 3, "easy": 3}
+    text = hardness_markdown(table.dropna(subset=["loss"]), summary, "taboo", "WordGuesser")
+    assert f"= {rho:.2f} (p = {p:.2g}): the proxy tracks the real success rate" in text
+    assert "(one-sided Mann-Whitney): p = 0.1" in text
+
+
+@pytest.mark.parametrize(
+    ("case", "success"),
+    [
+        # a clear correlation of the wrong sign: higher loss, more wins
+        ("positive", [0.1, 0.8, 0.3, 0.9, 0.2, 0.6, 0.0, 0.5]),
+        # the right sign, but as likely by chance as not
+        ("not significant", [0.5, 0.3, 0.9, 0.2, 0.1, 0.6, 0.4, 0.8]),
+    ],
+)
+def test_the_hardness_proxy_does_not_track_without_a_significant_negative_rho(case, success):
+    from playpen_attribution.hardness import hardness_markdown, hardness_summary
+
+    losses = [2.1, 3.4, 2.6, 3.9, 2.2, 3.0, 1.8, 2.4]
+    rho, p = _hand_spearman(losses, success)
+    assert (rho > 0 and p < 0.05) if case == "positive" else (rho < 0 and p > 0.05), (rho, p)
+    summary = hardness_summary(_hardness_frame(losses, success))
+    assert summary["spearman_rho_loss_vs_val_success"] == pytest.approx(rho, rel=1e-12)
+    assert summary["spearman_p"] == pytest.approx(p, rel=1e-9)
+    assert summary["tracks"] is False
+    assert "hard_vs_easy_mannwhitney_p" not in summary  # no generated words: no test
+    text = hardness_markdown(_hardness_frame(losses, success), summary, "taboo", "WordGuesser")
+    assert "the proxy does **not** track the real success rate" in text
+
+
+def test_the_hardness_statistics_are_nan_with_two_original_words():
+    from playpen_attribution.hardness import hardness_summary
+
+    table = _hardness_frame([2.0, 3.0, np.nan], [0.9, 0.1, 0.5], hard=[3.0], easy=[2.0])
+    summary = hardness_summary(table)
+    assert summary["n_original"] == 2
+    assert np.isnan(summary["spearman_rho_loss_vs_val_success"]) and np.isnan(summary["spearman_p"])
+    assert np.isnan(summary["spearman_rho_loss_vs_zipf"])
+    assert summary["tracks"] is False
+    assert summary["hard_vs_easy_mannwhitney_p"] == pytest.approx(_hand_mannwhitney_greater([3.0], [2.0]))
+
+
 def test_the_generated_target_runs_offline_on_the_tiny_model(workflow_dir):
     out = workflow_dir / OUT
     instances = json.loads((out / "instances.json").read_text())
