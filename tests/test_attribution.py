@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FP32_RTOL, GUESSER_ROWS, assert_close_up_to_fp32_rounding, chat
+from conftest import GUESSER_ROWS, assert_close_up_to_fp32_rounding, chat
 
 from playpen_attribution.attribution import (
     AttributionSettings,
@@ -221,5 +221,3 @@ def test_matrix_row_means_equal_the_mean_query_scores(tmp_path, adapter, gemma_t
     scores = pd.read_parquet(tmp_path / "rows" / "scores.parquet")
     assert_close_up_to_fp32_rounding(scores["mean"], mean_query["score"])
     assert_close_up_to_fp32_rounding(scores["nearest"], matrix.max(axis=1))
-    slack = FP32_RTOL * scores["mean"].abs().max()
-    assert (scores["nearest"] >= scores["mean"] - slack).all()
