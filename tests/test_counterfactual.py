@@ -208,6 +208,110 @@ def test_the_summary_says_which_way_it_went():
     assert "also holds the effect of the shorter training" in text
 
 
+def _removal(name, removed, val_loss):
+    spec = parse_removal(name)
+    removal = spec | {"n_removed": len(removed), "removed_row_ids": removed}
+    summary = spec | {"n_removed": len(removed), "rows": 40 - len(removed), "steps": 9, "budget": "epochs"}
+    return removal, summary | {"val_loss": val_loss}
+
+
+def test_score_sum_is_the_sum_of_the_removed_rows_mean_scores(scores):
+    removed = {
+        "baseline": [],
+        "proponents-f0.1": ["train-0000007", "train-0000000", "train-0000031", "train-0000012"],
+        "lds-f0.1-s0": ["train-0000039", "train-0000002", "train-0000018", "train-0000025"],
+    }
+    removals, summaries = zip(*(_removal(name, ids, 2.0) for name, ids in removed.items()))
+    table = counterfactual_table(list(removals), list(summaries), scores).set_index("removal")
+    by_id = dict(zip(scores["row_id"], scores["mean"]))  # scores are shuffled: look up by id
+    for name, ids in removed.items():
+        hand = 0.0
+        for row_id in ids:
+            hand += by_id[row_id]
+        assert table.at[name, "score_sum"] == pytest.approx(hand, rel=1e-12), name
+    assert table.at["proponents-f0.1", "score_sum"] != pytest.approx(table.at["lds-f0.1-s0", "score_sum"])
+    assert counterfactual_table(list(removals), list(summaries), None)["score_sum"].isna().all()
+
+
+def test_a_removed_row_without_a_score_is_an_error(scores):
+    from playpen_attribution.errors import WorkflowInputError
+
+    base = _removal("baseline", [], 2.0)
+    ranked = _removal("proponents-f0.1", ["train-0000003", "train-9999999", "val-0000001"], 2.1)
+    with pytest.raises(
+        WorkflowInputError, match=r"proponents-f0.1: 2 removed rows .*\['train-9999999', 'val-0000001'\]"
+    ):
+        counterfactual_table([base[0], ranked[0]], [base[1], ranked[1]], scores)
+
+
+# Random removals' deltas: +0.01, +0.03, +0.05. A ranked removal that ties one of them
+# (+0.03) must count it: "at least as much" / "at most as much".
+RANDOMS = {"random-f0.1-s0": 0.01, "random-f0.1-s1": 0.03, "random-f0.1-s2": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("kind", "delta", "randoms", "verdict"),
+    [
+        (
+            "proponents",
+            0.06,
+            RANDOMS,
+            "That is more than every random removal, by 0.0100 over the largest random rise (+0.0500).",
+        ),
+        (
+            "proponents",
+            0.03,
+            RANDOMS,
+            "That is **not** more than every random removal: 2 of 3 random removals raised it at least as much (largest +0.0500).",
+        ),
+        (
+            "detractors",
+            -0.01,
+            RANDOMS,
+            "Removing them **lowered** the validation loss, below every random removal.",
+        ),
+        (
+            "detractors",
+            -0.01,
+            RANDOMS | {"random-f0.1-s0": -0.02},
+            "Removing them **lowered** the validation loss, but a random removal lowered it at least as much (-0.0200).",
+        ),
+        (
+            "detractors",
+            0.005,
+            RANDOMS,
+            "It rose less than after every random removal (smallest random change +0.0100).",
+        ),
+        (
+            "detractors",
+            0.03,
+            RANDOMS,
+            "That is **not** less than every random removal: 2 of 3 random removals changed it by at most as much (smallest +0.0100).",
+        ),
+        ("detractors", 0.03, {}, ""),
+    ],
+    ids=[
+        "above all",
+        "tied",
+        "lowered most",
+        "lowered not most",
+        "rose least",
+        "rose not least",
+        "no random",
+    ],
+)
+def test_each_verdict_of_a_ranked_removal(kind, delta, randoms, verdict):
+    table = _table({"baseline": 0, f"{kind}-f0.1": delta} | randoms)
+    lines = counterfactual_markdown(table, "taboo", "WordGuesser", "none", "nearest").splitlines()
+    (line,) = [line for line in lines if line.startswith(f"- **Removing the {kind}**")]
+    rel = 100 * delta / 2.0
+    assert (
+        line
+        == f"- **Removing the {kind}** changed the validation loss by {delta:+.4f} ({rel:+.2f}%). {verdict}"
+    )
+    assert any(line.startswith("- No random removals were run") for line in lines) == (not randoms)
+
+
 def test_the_lds_is_the_rank_correlation_of_score_sums_and_loss_changes():
     from playpen_attribution.counterfactual_report import lds
 
@@ -259,8 +363,10 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     assert table["val_loss"].nunique() == 3  # three different retrains, not one copied
 
     scores = pd.read_parquet(out / "attribution/none/scores.parquet")
-    for removal in table["removal"]:
+    mean_by_id = dict(zip(scores["row_id"], scores["mean"]))
+    for removal, score_sum in zip(table["removal"], table["score_sum"]):
         removed = json.loads((out / f"counterfactual/{removal}/removed.json").read_text())["removed_row_ids"]
+        assert score_sum == pytest.approx(sum(mean_by_id[r] for r in removed), rel=1e-9, abs=1e-12)
         trained = json.loads((out / f"counterfactual/{removal}/summary.json").read_text())["trained_row_ids"]
         assert not set(removed) & set(trained) and sorted(set(removed) | set(trained)) == sorted(
             scores["row_id"]

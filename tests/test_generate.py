@@ -202,6 +202,33 @@ def test_the_schema_accepts_clembench_own_instances():
     jsonschema.validate(json.loads(REFERENCE_INSTANCES.read_text()), SCHEMA)
 
 
+# The reference words whose stored stem is not SnowballStemmer("english")'s: clembench's
+# instance generator writes Snowball's stems and says they need "manual inspection and
+# correction"; these are the corrected ones (e.g. energy: energy, not energi).
+CLEMBENCH_CORRECTED_STEMS = set(
+    "fly fortify January energy electricity football basketball swiming loving little tiny "
+    "ordinary levy primarily primary ferry maritime coastwise inshore regulation ordination "
+    "twelve ugly shading texas angry unhealthy mischievous company carriage yorkshire "
+    "position juncture surgery hard-nosed".split()
+)
+
+
+@pytest.mark.skipif(not REFERENCE_INSTANCES.exists(), reason="no reference clembench instances")
+def test_stems_equal_clembench_own_stems_but_its_hand_corrections():
+    """Our stem of every target and related word in clembench's 60 instances against the
+    stem clembench stored: equal on all 205 words it left as Snowball made them. Another
+    stemmer moves words in or out of the corrected set (Porter's agrees on 203)."""
+    pairs = []
+    for experiment in json.loads(REFERENCE_INSTANCES.read_text())["experiments"]:
+        for instance in experiment["game_instances"]:
+            pairs.append((instance["target_word"], instance["target_word_stem"]))
+            pairs += zip(instance["related_word"], instance["related_word_stem"])
+    assert len(pairs) == 240
+    assert {
+        word for word, clembench_stem in pairs if stem(word) != clembench_stem
+    } == CLEMBENCH_CORRECTED_STEMS
+
+
 def test_related_words_obey_the_rules(demo):
     for r in demo["generated"].itertuples():
         words = [r.word, *r.related_words]
@@ -212,7 +239,9 @@ def test_related_words_obey_the_rules(demo):
                 assert a == b or (a not in b and b not in a)
         for w in r.related_words:
             assert w.isalpha() and w.islower() and zipf(w) >= FAST.zipf_min
-    assert demo["summary"]["rejected_candidates"] >= 0
+    # every seed got a word, so each rejection was counted before one of them (11 on the demo)
+    assert len(demo["generated"]) == sum(demo["summary"]["seeds"].values())
+    assert demo["summary"]["rejected_candidates"] == demo["generated"]["rejected_before"].sum() > 0
 
 
 def test_a_candidate_without_three_related_words_is_rejected_for_the_next():
@@ -311,6 +340,142 @@ def test_clues_mask_the_word_and_its_stems():
 
     text = clue("winter")  # "... from the winter solstice ..."
     assert MASK in text and "winter" not in text.lower()
+    # words whose stem is not the word (paint, garden), and glosses with another form of it
+    assert stem("painting") == "paint" and stem("gardener") == "garden"
+    assert clue("painting") == (
+        f"graphic art consisting of an artistic composition made by applying {MASK} to a surface"
+    )  # "paints": masked for its stem, since it does not contain "painting"
+    assert clue("gardener") == f"someone who takes care of a {MASK}"
+
+
+# --------------------------------------------------------------------------- hardness statistics
+# hardness_summary against hand computations: Spearman as the Pearson correlation of the
+# ranks with the t-distribution p-value (n - 2 degrees of freedom, two-sided), and the
+# one-sided Mann-Whitney p as the exact share of all splits of the pooled losses whose U is at
+# least the observed one (the samples are small and untied, where scipy's test is exact).
+ORIGINAL_WORDS = ["winter", "candle", "harbor", "walrus", "compass", "bread", "river", "chair"]
+
+
+def _hand_spearman(a, b) -> tuple[float, float]:
+    from scipy.stats import t
+
+    def ranks(x):  # untied values: rank = position in the sorted order
+        return np.argsort(np.argsort(np.asarray(x, dtype=float)))
+
+    n = len(a)
+    rho = float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+    statistic = rho * np.sqrt((n - 2) / (1 - rho**2))
+    return rho, float(2 * t.sf(abs(statistic), n - 2))
+
+
+def _hand_mannwhitney_greater(x, y) -> float:
+    """P(U >= U_observed) under the null: every split of the pooled values equally likely."""
+    from itertools import combinations
+
+    def u(first, second):
+        return sum(a > b for a in first for b in second)
+
+    pooled = [*x, *y]
+    observed = u(x, y)
+    splits = list(combinations(range(len(pooled)), len(x)))
+    at_least = 0
+    for chosen in splits:
+        first = [pooled[i] for i in chosen]
+        second = [pooled[i] for i in range(len(pooled)) if i not in chosen]
+        at_least += u(first, second) >= observed
+    return at_least / len(splits)
+
+
+def _hardness_frame(losses, success_rates, hard=(), easy=()) -> pd.DataFrame:
+    original = pd.DataFrame(
+        {"set": "original", "word": ORIGINAL_WORDS[: len(losses)], "loss": losses}
+    ).assign(success_rate=success_rates, seed_word=None, clue="a clue")
+    made = [
+        {
+            "set": s,
+            "word": f"{s}{i}",
+            "loss": loss,
+            "success_rate": np.nan,
+            "seed_word": "winter",
+            "clue": "c",
+        }
+        for s, values in (("hard", hard), ("easy", easy))
+        for i, loss in enumerate(values)
+    ]
+    return pd.concat([original, pd.DataFrame(made)], ignore_index=True)
+
+
+def test_the_hardness_statistics_equal_hand_computations():
+    from wordfreq import zipf_frequency
+
+    from playpen_attribution.hardness import hardness_markdown, hardness_summary
+
+    losses = [2.1, 3.4, 2.6, 3.9, 2.2, 3.0, 1.8, 2.4]
+    success = [0.9, 0.2, 0.5, 0.1, 0.6, 0.4, 0.8, 0.3]  # mostly: higher loss, fewer wins
+    hard, easy = [3.1, 2.9, 2.7], [2.8, 2.0, 1.5]
+    table = _hardness_frame(losses, success, hard, easy)
+    table.loc[len(table)] = {"set": "original", "word": "lantern", "loss": np.nan, "success_rate": 0.0}
+    summary = hardness_summary(table)
+
+    rho, p = _hand_spearman(losses, success)
+    assert rho < -0.8 and p < 0.05  # the case under test: a clear negative correlation
+    assert summary["n_original"] == 8  # the word without a loss is left out
+    assert summary["spearman_rho_loss_vs_val_success"] == pytest.approx(rho, rel=1e-12)
+    assert summary["spearman_p"] == pytest.approx(p, rel=1e-9)
+    zipfs = [zipf_frequency(w, "en") for w in ORIGINAL_WORDS]
+    assert len(set(zipfs)) == len(zipfs)  # untied, as _hand_spearman needs
+    assert summary["spearman_rho_loss_vs_zipf"] == pytest.approx(_hand_spearman(losses, zipfs)[0], rel=1e-12)
+    assert summary["tracks"] is True
+    # one-sided, hard > easy: 2 of the 20 splits of 6 losses reach U = 8 (a two-sided test
+    # would give 0.2, the other side 0.95)
+    assert _hand_mannwhitney_greater(hard, easy) == pytest.approx(0.1)
+    assert summary["hard_vs_easy_mannwhitney_p"] == pytest.approx(0.1)
+    reversed_sets = hardness_summary(_hardness_frame(losses, success, hard=easy, easy=hard))
+    assert reversed_sets["hard_vs_easy_mannwhitney_p"] == pytest.approx(_hand_mannwhitney_greater(easy, hard))
+    assert reversed_sets["hard_vs_easy_mannwhitney_p"] == pytest.approx(0.95)
+    assert summary["mean_loss"] == pytest.approx(
+        {"original": np.mean(losses), "hard": np.mean(hard), "easy": np.mean(easy)}
+    )
+    assert summary["n"] == {"original": 9, "hard": 3, "easy": 3}
+    text = hardness_markdown(table.dropna(subset=["loss"]), summary, "taboo", "WordGuesser")
+    assert f"= {rho:.2f} (p = {p:.2g}): the proxy tracks the real success rate" in text
+    assert "(one-sided Mann-Whitney): p = 0.1" in text
+
+
+@pytest.mark.parametrize(
+    ("case", "success"),
+    [
+        # a clear correlation of the wrong sign: higher loss, more wins
+        ("positive", [0.1, 0.8, 0.3, 0.9, 0.2, 0.6, 0.0, 0.5]),
+        # the right sign, but as likely by chance as not
+        ("not significant", [0.5, 0.3, 0.9, 0.2, 0.1, 0.6, 0.4, 0.8]),
+    ],
+)
+def test_the_hardness_proxy_does_not_track_without_a_significant_negative_rho(case, success):
+    from playpen_attribution.hardness import hardness_markdown, hardness_summary
+
+    losses = [2.1, 3.4, 2.6, 3.9, 2.2, 3.0, 1.8, 2.4]
+    rho, p = _hand_spearman(losses, success)
+    assert (rho > 0 and p < 0.05) if case == "positive" else (rho < 0 and p > 0.05), (rho, p)
+    summary = hardness_summary(_hardness_frame(losses, success))
+    assert summary["spearman_rho_loss_vs_val_success"] == pytest.approx(rho, rel=1e-12)
+    assert summary["spearman_p"] == pytest.approx(p, rel=1e-9)
+    assert summary["tracks"] is False
+    assert "hard_vs_easy_mannwhitney_p" not in summary  # no generated words: no test
+    text = hardness_markdown(_hardness_frame(losses, success), summary, "taboo", "WordGuesser")
+    assert "the proxy does **not** track the real success rate" in text
+
+
+def test_the_hardness_statistics_are_nan_with_two_original_words():
+    from playpen_attribution.hardness import hardness_summary
+
+    table = _hardness_frame([2.0, 3.0, np.nan], [0.9, 0.1, 0.5], hard=[3.0], easy=[2.0])
+    summary = hardness_summary(table)
+    assert summary["n_original"] == 2
+    assert np.isnan(summary["spearman_rho_loss_vs_val_success"]) and np.isnan(summary["spearman_p"])
+    assert np.isnan(summary["spearman_rho_loss_vs_zipf"])
+    assert summary["tracks"] is False
+    assert summary["hard_vs_easy_mannwhitney_p"] == pytest.approx(_hand_mannwhitney_greater([3.0], [2.0]))
 
 
 def test_the_generated_target_runs_offline_on_the_tiny_model(workflow_dir):
@@ -327,7 +492,10 @@ def test_the_generated_target_runs_offline_on_the_tiny_model(workflow_dir):
     assert set(hardness["set"]) == {"original", "hard", "easy"}
     assert hardness["loss"].notna().sum() > 0 and (hardness["loss"].dropna() > 0).all()
     assert (out / "hardness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Spearman" in (out / "hardness.md").read_text()
+    # the reported rho is that of the table's own losses (Pearson of the ranks, by hand)
+    original = hardness[(hardness["set"] == "original") & hardness["loss"].notna()]
+    rho = original["loss"].rank().corr(original["success_rate"].rank())
+    assert f"Spearman rho(loss, val success rate) = {rho:.2f} (p = " in (out / "hardness.md").read_text()
     assert "rejected" in (out / "words.md").read_text()
 
 

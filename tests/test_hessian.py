@@ -62,8 +62,8 @@ def test_gemma3_1b_all_modules_matches_the_issue_figure():
     assert bf16.apply_bytes == result.apply_bytes  # bergson applies the Hessian in fp32
 
 
-# EK-FAC writes everything K-FAC does plus the corrections; the end-to-end test checks
-# K-FAC's estimate.json on the workflow's own run.
+# EK-FAC writes everything K-FAC does plus the corrections (2.4% of the bytes here); the
+# end-to-end test checks K-FAC's estimate.json on the workflow's own run.
 @pytest.mark.parametrize("method", ["ekfac"])
 def test_estimate_matches_the_bytes_bergson_writes(tmp_path, adapter, guesser_tokens, method):
     from playpen_attribution.attribution import AttributionSettings, PreconditionerSettings, fit_hessian
@@ -84,7 +84,9 @@ def test_estimate_matches_the_bytes_bergson_writes(tmp_path, adapter, guesser_to
     record = json.loads((tmp_path / "h" / "estimate.json").read_text())
     written = sum(p.stat().st_size for p in (tmp_path / "h" / "run").rglob("*.safetensors"))
     assert record["written_bytes"] == written > 0
-    assert abs(result.disk_bytes - written) / written < 0.10, (result.disk_bytes, written)
+    # within 1% (measured: 0.12%); without the EK-FAC corrections it would be off by more
+    assert abs(result.disk_bytes - written) / written < 0.01, (result.disk_bytes, written)
+    assert abs(result.disk_bytes - result.correction_bytes - written) / written > 0.01
     assert (tmp_path / "h/run/eigenvalue_correction_sharded").exists() == (method == "ekfac")
 
 

@@ -60,7 +60,26 @@ def test_lora_training_reduces_training_loss(trained):
 
 
 def test_only_lora_weights_change(trained, tiny_gemma_dir):
+    """The trained model's base weights equal the checkpoint's, bit for bit; every LoRA B
+    (zero when PEFT creates it) has moved, so training reached every adapted layer."""
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model = trained["trainer"].model
+    base = {
+        name.removeprefix("base_model.model.").replace(".base_layer.", "."): value
+        for name, value in model.state_dict().items()
+        if "lora_" not in name
+    }
+    checkpoint = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir).state_dict()
+    assert base.keys() == checkpoint.keys()
+    changed = [name for name in checkpoint if not torch.equal(base[name], checkpoint[name])]
+    assert not changed, changed
+
+    lora_b = {name: p for name, p in model.named_parameters() if "lora_B" in name}
+    adapted = [name for name, m in model.named_modules() if name.split(".")[-1] in LORA.target_modules]
+    assert len(lora_b) == len(adapted) == 2 * len(LORA.target_modules)  # 2 layers in the tiny model
+    assert all(p.abs().max() > 0 for p in lora_b.values()), [n for n, p in lora_b.items() if not p.any()]
 
     weights = load_file(trained["adapter"] / "adapter_model.safetensors")
     assert weights and all("lora_" in name for name in weights)

@@ -9,7 +9,12 @@ from conftest import GUESSER_ROWS, chat
 from test_attribution import CLUE_CHATS, _tokens
 
 from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
-from playpen_attribution.sparse_logits import bergson_sparse_logits, sparse_fwd_bwd_factory, trained_positions
+from playpen_attribution.sparse_logits import (
+    IGNORE_INDEX,
+    bergson_sparse_logits,
+    sparse_fwd_bwd_factory,
+    trained_positions,
+)
 from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
 
 # The equality tests compare two computations that are the same maths summed in another
@@ -196,6 +201,121 @@ def test_bergson_hessian_pass_samples_labels_at_trained_positions_only(adapter, 
     assert torch.equal(loss_a, loss_b) and _max_diff(grads_a, grads_b) == 0.0
     assert kept == sum(r["n_trained"] for r in rows)
     assert (loss_a > 0).all()
+
+
+# --------------------------------------------------------------------------- the label sampler
+# The true Fisher's labels: at each trained position a draw from the model's softmax there.
+# Each row below has one trained position, so its returned loss is -log p(drawn token) at
+# that position, which names the token drawn (the probabilities differ by far more than
+# float64 rounding). A model of 16 tokens initialised wider than the default (std 0.1, not
+# 0.02) has softmaxes far from uniform and from each other, so a wrong distribution shows.
+SAMPLER_VOCAB = 16
+SAMPLER_IDS = [2, 5, 7, 3, 9, 11]
+SAMPLER_POSITIONS = (1, 3)  # the positions that predict labels[2] and labels[4]
+SAMPLER_ALPHA = 1e-3  # the chi-square level: a correct sampler fails 1 in 1000 seeds sets
+
+
+def _sampler_model():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=SAMPLER_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=64,
+        initializer_range=0.1,
+    )
+    model = Gemma3ForCausalLM(config).to(DTYPE).eval()
+    model.requires_grad_(False)
+    model.get_input_embeddings().requires_grad_(True)  # as Bergson sets it
+    return model
+
+
+def _drawn_tokens(fwd_bwd, model, rows_per_position, seeds):
+    """{position: tokens drawn there} over `seeds`, each a batch with `rows_per_position`
+    rows trained at each position; every row's loss must be exactly one token's -log p."""
+    ids = torch.tensor([SAMPLER_IDS] * (rows_per_position * len(SAMPLER_POSITIONS)))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    positions = torch.tensor(SAMPLER_POSITIONS).repeat_interleave(rows_per_position)
+    labels[torch.arange(len(ids)), positions + 1] = 1  # the dataset label, which must not matter
+    with torch.no_grad():
+        nll = -model(ids[:1]).logits[0].log_softmax(-1)  # [seq, vocab]
+    drawn = {t: [] for t in SAMPLER_POSITIONS}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        losses = fwd_bwd(model, ids, labels, {}).detach()
+        gaps = (nll[positions] - losses[:, None]).abs()  # [rows, vocab]
+        nearest, token = gaps.min(dim=1)
+        assert nearest.max() < 1e-9, "a row's loss is not the -log p of one token at its trained position"
+        for position, t in zip(positions.tolist(), token.tolist()):
+            drawn[position].append(t)
+    return drawn, nll.neg().exp()
+
+
+def _chi_square_p(tokens, probs) -> float:
+    """Pearson's chi-square of the draws against `probs`: one bin per token expected at
+    least 5 times, the rest pooled."""
+    from scipy.stats import chisquare
+
+    observed = np.bincount(tokens, minlength=len(probs)).astype(float)
+    expected = len(tokens) * np.asarray(probs, dtype=float)
+    order = np.argsort(-expected)
+    kept = order[expected[order] >= 5]
+    rest = order[expected[order] < 5]
+    obs, exp = list(observed[kept]), list(expected[kept])
+    if len(rest):
+        obs.append(observed[rest].sum()), exp.append(expected[rest].sum())
+    return float(chisquare(obs, exp).pvalue)
+
+
+@pytest.mark.parametrize("sampler", ["sparse", "bergson"])
+def test_sampled_labels_follow_the_model_softmax_at_trained_positions(sampler):
+    """2000 draws per position (20 seeds x 100 rows) against the model's own softmax there,
+    at level SAMPLER_ALPHA; Bergson's own sampler is held to the same test. The same draws
+    against a uniform distribution and against the other position's softmax are rejected:
+    the test can tell these apart."""
+    from bergson.collector.collector import fwd_bwd_hessian_factory
+    from bergson.config.config import HessianConfig, IndexConfig
+
+    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+
+    factory = sparse_fwd_bwd_hessian_factory if sampler == "sparse" else fwd_bwd_hessian_factory
+    fwd_bwd = factory(IndexConfig(run_path="unused"), HessianConfig(method="kfac", use_dataset_labels=False))
+    model = _sampler_model()
+    drawn, probs = _drawn_tokens(fwd_bwd, model, rows_per_position=100, seeds=range(20))
+    first, second = SAMPLER_POSITIONS
+    for position, other in ((first, second), (second, first)):
+        tokens = drawn[position]
+        assert len(tokens) == 2000
+        assert _chi_square_p(tokens, probs[position]) > SAMPLER_ALPHA
+        assert _chi_square_p(tokens, np.full(SAMPLER_VOCAB, 1 / SAMPLER_VOCAB)) < SAMPLER_ALPHA
+        assert _chi_square_p(tokens, probs[other]) < SAMPLER_ALPHA
+
+
+def test_labels_are_drawn_at_trained_positions_only():
+    """One draw per trained position, from the softmax there: nothing at the other positions
+    (the row losses above hold one token's loss each, so nothing drawn elsewhere is kept)."""
+    from unittest import mock
+
+    from bergson.config.config import HessianConfig, IndexConfig
+
+    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+
+    fwd_bwd = sparse_fwd_bwd_hessian_factory(
+        IndexConfig(run_path="unused"), HessianConfig(method="kfac", use_dataset_labels=False)
+    )
+    model = _sampler_model()
+    with mock.patch.object(torch, "multinomial", wraps=torch.multinomial) as multinomial:
+        _, probs = _drawn_tokens(fwd_bwd, model, rows_per_position=3, seeds=[0])
+    drawn_from = torch.cat([call.args[0] for call in multinomial.call_args_list])
+    assert drawn_from.shape == (3 * len(SAMPLER_POSITIONS), SAMPLER_VOCAB)  # 6 rows, 36 positions
+    expected = probs[list(SAMPLER_POSITIONS)].repeat_interleave(3, dim=0)
+    assert torch.allclose(drawn_from, expected, rtol=0, atol=TOL)
 
 
 def test_bergson_kl_loss_keeps_the_full_computation(adapter, guesser_tokens):

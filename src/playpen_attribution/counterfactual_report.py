@@ -48,7 +48,14 @@ def counterfactual_table(
             )
         score_sum = None
         if mean_score is not None:
-            score_sum = float(mean_score.reindex(removal["removed_row_ids"]).sum())
+            # reindex(...).sum() would count a row without a score as 0: refuse it instead
+            unknown = sorted(set(removal["removed_row_ids"]) - set(mean_score.index))
+            if unknown:
+                raise WorkflowInputError(
+                    f"{removal['removal']}: {len(unknown)} removed rows have no score in the "
+                    f"attribution's scores.parquet, e.g. {unknown[:5]}"
+                )
+            score_sum = float(mean_score.loc[removal["removed_row_ids"]].sum())
         rows.append(
             {
                 "removal": removal["removal"],
