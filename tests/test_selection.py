@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import run_snakemake
+from test_counterfactual import _dry_run
 from test_workflow import planned_jobs
 
 from playpen_attribution.games import judge, parse_guess, summarise
@@ -250,16 +251,6 @@ def test_the_verdict_says_inconclusive_unless_every_random_arm_is_beaten():
     mixed = [{"wins": 2, "p_value": 0.01}, {"wins": 9, "p_value": 0.5}]
     assert verdict(5, mixed).startswith("inconclusive: top wins more than 1 of 2")
     assert verdict(10, [{"wins": 2, "p_value": 0.2}]).startswith("inconclusive")
-
-
-def _dry_run(work, target, **changes):
-    config = yaml.safe_load((work / "config.yaml").read_text())
-    for section, values in changes.items():
-        config[section].update(values)
-    changed = work / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config, sort_keys=True))
-    proc = run_snakemake("-n", f"--configfile={changed}", "-d", str(work), target)
-    return proc.stdout + proc.stderr
 
 
 def _planned_arms(output, rule):
