@@ -140,4 +140,9 @@ def test_planted_ranks_under_every_method_and_aggregation():
     assert table.loc["mean", "rank"] == 4 and not table.loc["mean", "in_top_2n"]
     assert table.loc["nearest", "rank"] == 1 and table.loc["nearest", "in_top_2n"]
     assert table.loc["rank_mean", "rank"] == 4  # ties broken by row_id
-    assert set(table["n_planted"]) == {1}
+    assert set(table["n_planted"]) == {1} and set(table["source"]) == {"query"}
+    # a copy of a held-out eval row is marked as such
+    planted[0]["copy_of_validation_task_id"] = 5
+    held_out = pd.DataFrame({"experiment": ["e"], "task_id": [5], "model": ["m"]})
+    marked = planted_ranks(planted, train, {"none": scores}, "taboo", "WordGuesser", held_out)
+    assert set(marked["source"]) == {"eval"}

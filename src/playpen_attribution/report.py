@@ -470,7 +470,9 @@ def planted_ranks(
         held_out = set(zip(eval_rows["experiment"], eval_rows["task_id"], eval_rows["model"]))
     source_of = {
         (p["experiment"], p["task_id"], p["model"]): (
-            "eval" if (p["experiment"], p["copy_of_validation_task_id"], p["model"]) in held_out else "query"
+            "eval"
+            if (p["experiment"], p.get("copy_of_validation_task_id"), p["model"]) in held_out
+            else "query"
         )
         for p in copies
     }
