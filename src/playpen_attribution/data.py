@@ -476,18 +476,18 @@ def prepare_to_files(train_path, val_path, summary_path, eval_path=None, split=N
         )
         logging.getLogger(__name__).info("validation split: %s", summary["split"])
     log = logging.getLogger(__name__)
-    for split, info in summary["splits"].items():
-        log.info("%s: %s", split, info)
+    for split_name, info in summary["splits"].items():
+        log.info("%s: %s", split_name, info)
         if info["unrecognised_outcome"]:
             log.warning(
                 "%s: outcomes outside %s kept as-is: %s",
-                split,
+                split_name,
                 KNOWN_OUTCOMES,
                 info["unrecognised_outcome"],
             )
         notable = {key: info[key] for key in NOTABLE_COUNTS if info[key]}
         if notable:
-            log.warning("%s: %s", split, "; ".join(f"{NOTABLE_COUNTS[k]}: {n}" for k, n in notable.items()))
+            log.warning("%s: %s", split_name, "; ".join(f"{NOTABLE_COUNTS[k]}: {n}" for k, n in notable.items()))
     write_parquet(frames["train"], train_path)
     write_parquet(frames["val"], val_path)
     if split is not None:
