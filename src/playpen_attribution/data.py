@@ -487,7 +487,9 @@ def prepare_to_files(train_path, val_path, summary_path, eval_path=None, split=N
             )
         notable = {key: info[key] for key in NOTABLE_COUNTS if info[key]}
         if notable:
-            log.warning("%s: %s", split_name, "; ".join(f"{NOTABLE_COUNTS[k]}: {n}" for k, n in notable.items()))
+            log.warning(
+                "%s: %s", split_name, "; ".join(f"{NOTABLE_COUNTS[k]}: {n}" for k, n in notable.items())
+            )
     write_parquet(frames["train"], train_path)
     write_parquet(frames["val"], val_path)
     if split is not None:
