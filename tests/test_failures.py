@@ -2,7 +2,9 @@
 no output left behind."""
 
 import json
+import signal
 
+import pytest
 from conftest import REPO, chat, make_row, run_snakemake, write_jsonl
 
 TARGET = "results/demo/taboo/WordGuesser/data/train.parquet"
@@ -67,3 +69,64 @@ def test_an_unexpected_error_keeps_its_traceback_in_the_log(tmp_path):
     log = (tmp_path / LOG).read_text()
     assert "Traceback (most recent call last)" in log and "prepare_data failed" in log
     assert "Traceback" not in proc.stderr
+
+
+# A job body under run_step, without Snakemake: writes its first output, then (by mode)
+# finishes, raises KeyboardInterrupt (Ctrl-C) or waits for a signal.
+STEP_SCRIPT = """
+import logging, sys, time, types
+from playpen_attribution.smk import run_step
+
+first, second, log, mode = sys.argv[1:5]
+def step(snakemake):
+    if mode == "ok":
+        from playpen_attribution.errors import warn_user
+
+        warn_user(logging.getLogger("playpen_attribution.data"), "3 rows are odd")
+    open(first, "w").write("written")
+    if mode == "ctrl-c":
+        raise KeyboardInterrupt
+    if mode == "wait":
+        open(first + ".ready", "w").close()
+        time.sleep(60)
+    open(second, "w").write("written")
+run_step(types.SimpleNamespace(rule="prepare_data", log=[log], output=[first, second]), step)
+"""
+
+
+def _step(tmp_path, mode):
+    import subprocess
+    import sys
+
+    args = [str(tmp_path / "train.parquet"), str(tmp_path / "val.parquet"), str(tmp_path / "job.log"), mode]
+    return subprocess.Popen(
+        [sys.executable, "-c", STEP_SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_a_terminal_warning_is_one_line_on_the_terminal(tmp_path):
+    """Issue 21, findings 4-6: what changes the results' meaning is said on the terminal."""
+    proc = _step(tmp_path, "ok")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.splitlines() == [f"prepare_data: WARNING: 3 rows are odd (log: {tmp_path / 'job.log'})"]
+    assert "WARNING playpen_attribution.data: 3 rows are odd" in (tmp_path / "job.log").read_text()
+
+
+@pytest.mark.parametrize("signum", ["ctrl-c", signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_job_leaves_none_of_its_outputs(tmp_path, signum):
+    """Issue 21, finding 13: a Ctrl-C just after train.parquet was written left it without
+    val.parquet and summary.json."""
+    import time
+
+    proc = _step(tmp_path, "ctrl-c" if signum == "ctrl-c" else "wait")
+    if signum != "ctrl-c":
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "train.parquet.ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert not (tmp_path / "train.parquet").exists() and not (tmp_path / "val.parquet").exists()
+    [line] = [line for line in err.splitlines() if "failed" in line]
+    assert line.startswith("prepare_data failed: ") and line.endswith(f"(log: {tmp_path / 'job.log'})")
