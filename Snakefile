@@ -36,6 +36,10 @@ include: "workflow/rules/selection.smk"
 include: "workflow/rules/generate.smk"
 
 
+onstart:
+    claim_results_root()
+
+
 rule all:
     default_target: True
     input:

@@ -172,3 +172,36 @@ def test_a_target_in_the_other_result_tree_names_the_right_path(tmp_path):
     assert proc.returncode != 0
     assert "ask for results/demo/taboo/WordGuesser/counterfactual.parquet" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_result_root_that_is_a_file_fails_at_parse_time(tmp_path):
+    """Issue 21, finding 2: the dry run passed and the run printed an 85-line traceback
+    ending in NotADirectoryError."""
+    (tmp_path / "results").write_text("not a folder\n")
+    proc = _overlay(tmp_path, "results: results/demo\n")
+    assert proc.returncode != 0
+    assert (
+        "results: 'results/demo': results, a folder of it, is a file, not a directory"
+        in proc.stdout + proc.stderr
+    )
+    assert "Job stats" not in proc.stdout
+
+
+def test_a_trailing_slash_in_results_is_the_same_root(tmp_path):
+    """Issue 21, finding 18: `results: results/demo/` gave results/demo//taboo/... paths and
+    the documented target had no rule."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("results: results/demo/\n")
+    target = "results/demo/taboo/WordGuesser/topk.parquet"
+    proc = run_snakemake(
+        target,
+        "-n",
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config/demo.yaml"),
+        str(overlay),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "//" not in proc.stdout and "results/demo/taboo/WordGuesser/topk.parquet" in proc.stdout

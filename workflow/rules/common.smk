@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+from playpen_attribution import runroot
 from playpen_attribution.codeversion import code_version
 from playpen_attribution.counterfactual import (
     RANKED_KINDS,
@@ -17,7 +18,42 @@ from playpen_attribution.selection import rankings as selection_rankings
 
 # One result tree per run setup (config `results`): the demo writes under results/demo/,
 # the research config under results/, so neither run ever touches the other's outputs.
-RESULTS = config["results"]
+# `results/demo/` and `./results/demo` are the same root (no `//` in any path).
+RESULTS = config["results"] = runroot.normalise(config["results"])
+if (_root_problem := runroot.problem_with_root(RESULTS)) is not None:
+    raise WorkflowError(_root_problem)
+if workflow.is_main_process:
+    # A run killed by SIGKILL or SIGHUP left its record and Snakemake's locks: remove both
+    # before Snakemake checks its locks, so a plain rerun needs no --unlock.
+    runroot.clear_stale_runs(RESULTS)
+    _LOCKS_BEFORE = runroot.snakemake_locks(os.getcwd())
+
+
+def claim_results_root():
+    """onstart (a real run, not a dry run; Snakemake holds its locks): stop if another
+    checkout's live run writes this tree or a folder in it cannot be written, remove what
+    killed jobs left, and record this run."""
+    here = os.path.abspath(os.getcwd())
+    others = runroot.other_live_runs(RESULTS)
+    elsewhere = [r for r in others if r.get("workdir") != here]
+    if elsewhere:
+        raise WorkflowError(
+            f"results: {os.path.abspath(RESULTS)} is in use by another run "
+            f"({runroot.describe(elsewhere[0])}); wait for it, or give this checkout its own "
+            f"`results:` (if that run is gone, delete {RESULTS}/{runroot.RUNS_DIR}/)"
+        )
+    read_only = runroot.read_only_folders(RESULTS)
+    if read_only:
+        raise WorkflowError(
+            f"{read_only[0]} cannot be written (read-only or immutable), so no job can replace "
+            f"an output in it: make {RESULTS} writable (chmod -R u+w, chattr -R -i) or set "
+            "`results:` to another directory"
+        )
+    if not others:
+        runroot.remove_temporaries(RESULTS)
+    runroot.claim(RESULTS, here, runroot.snakemake_locks(here) - _LOCKS_BEFORE)
+
+
 # Outputs of the offline demo's own rules; a config that names them gets them built.
 DEMO_DATA_DIR = "results/demo/playpen-data"
 DEMO_DATA_FILES = [f"{DEMO_DATA_DIR}/train.jsonl", f"{DEMO_DATA_DIR}/validation.jsonl"]
