@@ -4,7 +4,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from playpen_attribution.configcheck import config_errors
+from playpen_attribution.configcheck import coerce_text_values, config_errors
 
 min_version("9.0")
 
@@ -17,6 +17,8 @@ report: "workflow/report/workflow.rst"
 
 
 CONFIG_SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+# --config "report={k: 5}" gives k as the text '5': typed here, as the schema asks.
+coerce_text_values(config, CONFIG_SCHEMA)
 _problems = config_errors(config, CONFIG_SCHEMA)
 if _problems:
     raise WorkflowError(
