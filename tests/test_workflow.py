@@ -207,6 +207,38 @@ def test_a_trailing_slash_in_results_is_the_same_root(tmp_path):
     assert "//" not in proc.stdout and "results/demo/taboo/WordGuesser/topk.parquet" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("data/missing", "it has the shape of a local path"),  # data/ exists here
+        ("mydata", "the hub is offline (HF_HUB_OFFLINE) and the local cache does not hold it"),
+    ],
+)
+def test_a_local_path_without_dot_slash_is_not_taken_for_a_hub_id(tmp_path, monkeypatch, path, reason):
+    """Issue 21, finding 15: `data/missing` and `mydata` were taken for hub ids and failed
+    only at run time, with an offline-hub message."""
+    from playpen_attribution.paths import hub_id_problem
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    message, fatal = hub_id_problem("dataset.path", path, "datasets")
+    assert fatal and message.startswith(f"dataset.path: '{path}': no such directory")
+    assert f"if you meant a hub id, {reason}" in message
+    assert hub_id_problem("dataset.path", "some-org/some-data", "datasets")[1] is False  # a warning
+    (tmp_path / "hf/hub/datasets--some-org--some-data").mkdir(parents=True)
+    assert hub_id_problem("dataset.path", "some-org/some-data", "datasets") is None  # cached
+
+
+def test_a_local_path_without_dot_slash_fails_before_any_job(tmp_path):
+    (tmp_path / "data").mkdir()
+    proc = _overlay(tmp_path, "dataset: {path: data/missing}\n")
+    assert proc.returncode != 0
+    assert "dataset.path: 'data/missing': no such directory" in proc.stdout + proc.stderr
+    assert "Job stats" not in proc.stdout
+
+
 def test_a_nested_config_value_given_on_the_command_line_gets_its_type(tmp_path):
     """Issue 21, finding 16: `--config "report={k: 5}"` said '5' is not of type 'integer'
     (Snakemake reads nested --config values as text). The dotted `--config report.k=5`

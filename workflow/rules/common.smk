@@ -1,5 +1,6 @@
 # Helpers and wildcard constraints shared by every rule. Light imports only.
 import os
+import sys
 from pathlib import Path
 
 from playpen_attribution import runroot
@@ -10,7 +11,11 @@ from playpen_attribution.counterfactual import (
     parse_removal,
     removal_names,
 )
-from playpen_attribution.paths import looks_like_local_path, tracked_data_files
+from playpen_attribution.paths import (
+    hub_id_problem,
+    looks_like_local_path,
+    tracked_data_files,
+)
 from playpen_attribution.selection import arm_names as selection_arm_names
 from playpen_attribution.selection import arm_pattern as selection_arm_pattern
 from playpen_attribution.selection import parse_arm
@@ -123,20 +128,27 @@ def all_targets():
     return targets
 
 
-def _local_reference(key, path, rule_outputs):
+def _local_reference(key, path, rule_outputs, kind):
     """Check a configured path before any job starts: a path that is neither built by a
-    rule nor on disk is a typo, not a hub id."""
-    if path in rule_outputs or not looks_like_local_path(path) or os.path.exists(path):
+    rule nor on disk is a typo, not a hub id; so is a name that cannot be a hub id here
+    (the shape of a path, or the hub offline and the name not in its cache)."""
+    if path in rule_outputs or os.path.exists(path):
         return
-    raise ValueError(
-        f"{key}: {path!r} looks like a local path (it starts with ./ ../ or /, or has more "
-        f"than one slash) but does not exist relative to {os.getcwd()}; a hub id is owner/name"
-    )
+    if looks_like_local_path(path):
+        raise ValueError(
+            f"{key}: {path!r} looks like a local path (it starts with ./ ../ or /, or has more "
+            f"than one slash) but does not exist relative to {os.getcwd()}; a hub id is owner/name"
+        )
+    problem = hub_id_problem(key, path, kind)
+    if problem is not None and problem[1]:
+        raise WorkflowError(problem[0])
+    if problem is not None and workflow.is_main_process:
+        print(f"WARNING {problem[0]}: a job that loads it will fail", file=sys.stderr)
 
 
-_local_reference("dataset.path", config["dataset"]["path"], [DEMO_DATA_DIR])
+_local_reference("dataset.path", config["dataset"]["path"], [DEMO_DATA_DIR], "datasets")
 _local_reference(
-    "model.name_or_path", config["model"]["name_or_path"], [DEMO_MODEL_DIR]
+    "model.name_or_path", config["model"]["name_or_path"], [DEMO_MODEL_DIR], "models"
 )
 if config["model"].get("chat_template") and not os.path.isfile(
     config["model"]["chat_template"]
