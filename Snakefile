@@ -57,3 +57,27 @@ if RESULTS != "results":
             other_results_root,
         output:
             "results/{game}/{role}/{name}",
+
+
+# A target that this config can never make stops before any job, saying why, instead of
+# "No rule to produce" (or, for words of another game, a failure after training).
+rule unknown_target:
+    input:
+        unknown_target,
+    output:
+        f"{RESULTS}/{{pair}}/{{name}}",
+    wildcard_constraints:
+        pair=UNKNOWN_PAIR,
+        name=".+",
+
+
+if NOT_TABOO:
+
+    rule taboo_only:
+        input:
+            taboo_only_target,
+        output:
+            f"{RESULTS}/{{game}}/{{role}}/{{name}}",
+        wildcard_constraints:
+            game="|".join(NOT_TABOO),
+            name=TABOO_ONLY,

@@ -249,3 +249,36 @@ def test_a_nested_config_value_given_on_the_command_line_gets_its_type(tmp_path)
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "is not of type" not in proc.stdout + proc.stderr and "report_topk" in planned_jobs(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("results/demo/wordle/Guesser/words.parquet", "words.parquet: taboo only"),
+        ("results/demo/wordle/Guesser/generated/hardness.parquet", "hardness.parquet: taboo only"),
+        (
+            "results/demo/taboo/Guesser/topk.parquet",
+            "taboo/Guesser is not in targets (taboo/WordGuesser, wordle/Guesser)",
+        ),
+    ],
+)
+def test_a_target_this_config_cannot_make_says_why(tmp_path, target, message):
+    """Issue 21, finding 17: words.parquet for wordle planned training and failed only
+    afterwards; generated/... for wordle, or a pair not in `targets`, gave `No rule to
+    produce`."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("targets:\n  - {game: taboo, role: WordGuesser}\n  - {game: wordle, role: Guesser}\n")
+    proc = run_snakemake(
+        target,
+        "-n",
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config/demo.yaml"),
+        str(overlay),
+        check=False,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"{target.rsplit('/', 1)[0]}/" in output and message in output
+    assert "No rule to produce" not in output and "Job stats" not in output

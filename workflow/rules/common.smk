@@ -1,5 +1,6 @@
 # Helpers and wildcard constraints shared by every rule. Light imports only.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -96,9 +97,11 @@ if REPORT_METHOD not in METHODS:
 FACTORED_METHODS = [m for m in METHODS if m != "none"]
 
 
+# A role only after its own game (a lookbehind): with taboo/WordGuesser and wordle/Guesser
+# configured, taboo/Guesser matches no rule and is explained (rule unknown_target).
 wildcard_constraints:
     game="|".join(GAMES),
-    role="|".join(ROLES),
+    role="|".join(f"(?<={re.escape(game)}/){re.escape(role)}" for game, role in TARGETS),
     method="|".join(METHODS),
 
 
@@ -371,6 +374,36 @@ def generate_files(wildcards):
         templates.get("guesser"),
     ]
     return [path for path in paths if path]
+
+
+# Folders of a result tree that are not a game/role pair.
+NOT_PAIRS = ("logs", "benchmarks", "playpen-data", "models", "demo", runroot.RUNS_DIR)
+UNKNOWN_PAIR = (
+    rf"(?!(?:{'|'.join(map(re.escape, NOT_PAIRS))})/)"
+    rf"(?!(?:{'|'.join(re.escape(f'{g}/{r}') for g, r in TARGETS)})/)[^/]+/[^/]+"
+)
+# What only taboo has: per-word influence and generated instances need target words.
+TABOO_ONLY = r"words\.(?:parquet|md|html|png)|generated/.+"
+NOT_TABOO = [game for game in GAMES if game != "taboo"]
+
+
+def unknown_target(wildcards):
+    """The input of unknown_target (Snakefile): a game/role pair that is not in `targets`
+    fails at once, naming the pairs that are."""
+    pairs = ", ".join(f"{g}/{r}" for g, r in TARGETS)
+    raise WorkflowError(
+        f"{RESULTS}/{wildcards.pair}/{wildcards.name}: {wildcards.pair} is not in targets "
+        f"({pairs}); add {{game: ..., role: ...}} for it to `targets`"
+    )
+
+
+def taboo_only_target(wildcards):
+    """The input of taboo_only (Snakefile): words and generated instances of another game."""
+    raise WorkflowError(
+        f"{RESULTS}/{wildcards.game}/{wildcards.role}/{wildcards.name}: taboo only (it needs "
+        f"the target words that only taboo has); {wildcards.game} has topk.parquet and the "
+        "attribution/, counterfactual/ and selection/ outputs"
+    )
 
 
 def other_results_root(wildcards):
