@@ -121,15 +121,26 @@ def snakemake_locks(workdir: str) -> set[str]:
     return {str(p) for p in (Path(workdir) / ".snakemake" / "locks").glob("*.lock")}
 
 
+def _digest(path: str) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def clear_stale_runs(results: str) -> list[dict]:
     """Remove the records of runs whose process is gone and the Snakemake locks they
-    held; return those records."""
+    held (only a lock file that still has the content recorded: Snakemake reuses lock
+    file names, and one of the same name may be a live run's by now); return them."""
     stale = []
     for path, record in _records(results):
         if record and _alive(record):
             continue
-        for lock in record.get("locks") or []:
-            Path(lock).unlink(missing_ok=True)
+        for lock, digest in (record.get("locks") or {}).items():
+            if _digest(lock) == digest:
+                Path(lock).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         stale.append(record)
     return stale
@@ -149,7 +160,7 @@ def claim(results: str, workdir: str, locks: set[str]) -> Path:
         "start": _start_time(os.getpid()),
         "host": socket.gethostname(),
         "workdir": os.path.abspath(workdir),
-        "locks": sorted(locks),
+        "locks": {lock: _digest(lock) for lock in sorted(locks)},
         "since": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     tmp = path.with_name(path.name + ".tmp")
