@@ -39,6 +39,8 @@ def claim_results_root():
     """onstart (a real run, not a dry run; Snakemake holds its locks): stop if another
     checkout's live run writes this tree or a folder in it cannot be written, remove what
     killed jobs left, and record this run."""
+    if not workflow.is_main_process:  # a job's own Snakemake (SLURM, --no-hooks aside)
+        return
     here = os.path.abspath(os.getcwd())
     others = runroot.other_live_runs(RESULTS)
     elsewhere = [r for r in others if r.get("workdir") != here]
