@@ -4,7 +4,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from playpen_attribution.configcheck import config_errors
+from playpen_attribution.configcheck import coerce_text_values, config_errors
 
 min_version("9.0")
 
@@ -17,6 +17,8 @@ report: "workflow/report/workflow.rst"
 
 
 CONFIG_SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+# --config "report={k: 5}" gives k as the text '5': typed here, as the schema asks.
+coerce_text_values(config, CONFIG_SCHEMA)
 _problems = config_errors(config, CONFIG_SCHEMA)
 if _problems:
     raise WorkflowError(
@@ -36,6 +38,10 @@ include: "workflow/rules/selection.smk"
 include: "workflow/rules/generate.smk"
 
 
+onstart:
+    claim_results_root()
+
+
 rule all:
     default_target: True
     input:
@@ -51,3 +57,27 @@ if RESULTS != "results":
             other_results_root,
         output:
             "results/{game}/{role}/{name}",
+
+
+# A target that this config can never make stops before any job, saying why, instead of
+# "No rule to produce" (or, for words of another game, a failure after training).
+rule unknown_target:
+    input:
+        unknown_target,
+    output:
+        f"{RESULTS}/{{pair}}/{{name}}",
+    wildcard_constraints:
+        pair=UNKNOWN_PAIR,
+        name=".+",
+
+
+if NOT_TABOO:
+
+    rule taboo_only:
+        input:
+            taboo_only_target,
+        output:
+            f"{RESULTS}/{{game}}/{{role}}/{{name}}",
+        wildcard_constraints:
+            game="|".join(NOT_TABOO),
+            name=TABOO_ONLY,

@@ -370,3 +370,73 @@ def test_counts_are_logged_as_warnings(tmp_path, caplog):
         _prepare_to(out, tmp_path / "d")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("train" in w and "exactly repeat an earlier row" in w and ": 1" in w for w in warnings)
+
+
+def _terminal_warnings(caplog) -> list[str]:
+    """The WARNINGs that run_step also prints on the terminal (errors.warn_user)."""
+    return [r.getMessage() for r in caplog.records if getattr(r, "terminal", False)]
+
+
+def test_unrecognised_outcomes_are_a_terminal_warning_or_with_strict_an_error(tmp_path, caplog):
+    """Issue 21, finding 5: `Success` and `lose` were kept and said only in the log."""
+    train = (
+        taboo_pair("winter", 0)
+        + taboo_pair("rifle", 1, outcome="Success")
+        + taboo_pair("ugly", 2, outcome="lose")
+    )
+    write_jsonl(tmp_path / "d/train.jsonl", train)
+    write_jsonl(tmp_path / "d/validation.jsonl", taboo_pair("winter", 0))
+    with caplog.at_level("WARNING"):
+        summary = _prepare_to(tmp_path / "out", tmp_path / "d")
+    assert summary["splits"]["train"]["unrecognised_outcome"] == {"Success": 1, "lose": 1}
+    [warning] = _terminal_warnings(caplog)
+    assert warning.startswith("train: 2 rows kept with an outcome outside ['success', 'failure', 'aborted']")
+    assert "1 'Success', 1 'lose'" in warning and "dataset.strict" in warning
+    out = tmp_path / "strict"
+    with pytest.raises(
+        WorkflowInputError, match=r"train: 2 rows kept with an outcome outside .*\(dataset.strict: true\)"
+    ):
+        prepare_to_files(
+            train_path=out / "train.parquet",
+            val_path=out / "val.parquet",
+            summary_path=out / "summary.json",
+            dataset_path=str(tmp_path / "d"),
+            dataset_name=None,
+            dataset_revision=None,
+            game="taboo",
+            role="WordGuesser",
+            drop_outcomes=["aborted"],
+            strict=True,
+        )
+    assert not out.exists()
+
+
+def test_describer_rows_that_disagree_on_the_word_are_named(tmp_path, caplog):
+    """Issue 21, finding 6: two episodes with one (experiment, task_id, model) and two words
+    gave a null word without a word on the terminal."""
+    train = taboo_pair("winter", 0) + taboo_pair("rifle", 0) + taboo_pair("ugly", 2)
+    write_jsonl(tmp_path / "d/train.jsonl", train)
+    write_jsonl(tmp_path / "d/validation.jsonl", taboo_pair("ugly", 2))
+    with caplog.at_level("WARNING"):
+        summary = _prepare_to(tmp_path / "out", tmp_path / "d")
+    assert summary["splits"]["train"]["target_word_conflict"] == 2
+    frame = pd.read_parquet(tmp_path / "out/train.parquet")
+    assert frame["target_word"].isna().sum() == 2  # better no word than a wrong one
+    [warning] = _terminal_warnings(caplog)
+    assert warning.startswith("train: 2 rows kept without a target word")
+    assert "experiment 'high_en' task_id 0 model 'm1': rifle / winter" in warning
+
+
+@pytest.mark.parametrize("role", ["system", "Assistant", "model"])
+def test_a_role_other_than_user_or_assistant_is_refused_naming_the_row(tmp_path, role):
+    """Issue 21, finding 7: such a turn passed prepare_data; tokenize then failed naming no
+    row (system, Assistant) or rendered a `model` turn that it never trained."""
+    rows = taboo_pair("winter", 0)
+    rows[1]["messages"].insert(1, {"role": role, "content": "x"})
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", taboo_pair("winter", 0))
+    with pytest.raises(WorkflowInputError) as err:
+        prepare(str(tmp_path), None, None, "taboo", "WordGuesser", [])
+    assert str(err.value).startswith(
+        f"{tmp_path}/train.jsonl line 2: messages[1].role is {role!r}; a role must be"
+    )

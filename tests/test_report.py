@@ -66,6 +66,33 @@ def test_word_influence_aggregates_per_word():
     assert words["sum_score"].is_monotonic_decreasing
 
 
+def test_unrecognised_outcomes_are_in_no_success_rate_and_in_the_data_table():
+    """Issue 21, finding 5: `Success` and `lose` counted as losses, and the Data table had no
+    row for them."""
+    from playpen_attribution.report import data_counts_markdown
+
+    scores, train = frame(6)
+    train["target_word"] = "snow"
+    train["outcome"] = ["success", "failure", "Success", "lose", "success", "aborted"]
+    val = pd.DataFrame({"target_word": ["snow", "snow"], "outcome": ["success", "won"]})
+    words = word_influence(join_scores(scores, train), val, 2).set_index("target_word")
+    assert words.loc["snow", "train_success_rate"] == pytest.approx(2 / 4)
+    assert words.loc["snow", "val_success_rate"] == 1.0 and words.loc["snow", "val_count"] == 2
+    split = {
+        "rows_for_game_role": 6,
+        "dropped_outcome": {},
+        "dropped_no_assistant_turn": 0,
+        "target_word_missing": 0,
+        "unrecognised_outcome": {"Success": 1, "lose": 1},
+    }
+    tokens = {"dropped_too_long": 0, "rows_out": 6}
+    table = data_counts_markdown(
+        {"splits": {"train": split, "val": split | {"unrecognised_outcome": {}}}},
+        {"train": tokens, "val": tokens},
+    )
+    assert "| kept: outcome not success/failure/aborted (in no success rate) | 2 | 0 |" in table
+
+
 # --------------------------------------------------------------------------- per-query
 
 

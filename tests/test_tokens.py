@@ -125,29 +125,80 @@ def test_sft_and_attribution_see_identical_tokens(gemma_tokenizer, tiny_gemma_di
     assert torch.equal(batch["attention_mask"].sum(1), torch.tensor(tokens["n_tokens"]))
 
 
-def test_rows_dropped_as_too_long_are_a_warning(gemma_tokenizer, tmp_path, caplog):
-    import pandas as pd
+class WordTokenizer:
+    """A chat template in a few lines (one token per word, a header and an end-of-turn
+    token per message): tokenize_to_files without loading a real tokenizer. Like a real
+    template, it fails on a role it does not know."""
 
+    HEADER = {"user": 1, "assistant": 2}
+
+    def apply_chat_template(self, messages, tokenize=True, add_generation_prompt=False):
+        ids = []
+        for m in messages:
+            if m["role"] not in self.HEADER:
+                raise ValueError("Conversation roles must alternate user/assistant/user/assistant/...")
+            ids += [self.HEADER[m["role"]]] + [9] * len(m["content"].split()) + [3]
+        return ids + [2] * add_generation_prompt
+
+
+def _tokenize_parquet(tmp_path, frame, max_length, **kwargs):
     from playpen_attribution.tokens import tokenize_to_files
 
-    short = chat("short", "GUESS: A")
-    n_short = len(render_ids(gemma_tokenizer, short))
-    frame = pd.DataFrame({"row_id": ["a", "b", "c"], "messages": [short, REPEATED, short]})
+    tmp_path.mkdir(exist_ok=True)
     frame.to_parquet(tmp_path / "train.parquet")
     frame.iloc[[0]].to_parquet(tmp_path / "val.parquet")
+    return tokenize_to_files(
+        tmp_path / "train.parquet",
+        tmp_path / "val.parquet",
+        WordTokenizer(),
+        mode="completion",
+        max_length=max_length,
+        out_train=tmp_path / "tokens/train",
+        out_val=tmp_path / "tokens/val",
+        summary_path=tmp_path / "tokens/summary.json",
+        **kwargs,
+    )
+
+
+def test_a_length_filter_that_removes_an_outcome_says_so_on_the_terminal(tmp_path, caplog):
+    """Issue 21, finding 4: max_length dropped every (long) failure episode and the terminal
+    said nothing; with dataset.strict it is an error. (Replaces the test of the log-only
+    WARNING, which needed the real tokenizer.)"""
+    import pandas as pd
+
+    from playpen_attribution.errors import WorkflowInputError
+
+    short, long = chat("hint", "GUESS: A"), chat("hint", "GUESS: A", "hint", "GUESS: B", "hint", "GUESS: C")
+    frame = pd.DataFrame(
+        {
+            "row_id": ["a", "b", "c", "d"],
+            "messages": [short, long, long, long],
+            "outcome": ["success", "failure", "failure", "success"],
+        }
+    )
     with caplog.at_level("WARNING"):
-        summary = tokenize_to_files(
-            tmp_path / "train.parquet",
-            tmp_path / "val.parquet",
-            gemma_tokenizer,
-            mode="completion",
-            max_length=n_short,
-            out_train=tmp_path / "tokens/train",
-            out_val=tmp_path / "tokens/val",
-            summary_path=tmp_path / "tokens/summary.json",
-        )
-    assert summary["train"]["dropped_too_long"] == 1
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == [
-        f"train: 1 of 3 rows dropped as longer than tokenize.max_length={n_short} tokens, e.g. ['b']"
+        summary = _tokenize_parquet(tmp_path, frame, max_length=10)
+    assert summary["train"]["outcomes_lost"] == ["failure"]
+    assert summary["train"]["dropped_too_long_by_outcome"] == {"failure": 2, "success": 1}
+    terminal = [r.getMessage() for r in caplog.records if getattr(r, "terminal", False)]
+    assert terminal == [
+        "train: tokenize.max_length 10 dropped 3 of 4 rows, all 2 'failure' rows among them "
+        "(dataset.strict: true makes this an error)"
     ]
+    with pytest.raises(
+        WorkflowInputError, match="all 2 'failure' rows among them; raise tokenize.max_length"
+    ):
+        _tokenize_parquet(tmp_path / "strict", frame, max_length=10, strict=True)
+    assert not (tmp_path / "strict/tokens").exists()
+
+
+def test_a_chat_the_template_cannot_render_names_its_row(tmp_path):
+    """Issue 21, finding 7: a jinja TemplateError named no row."""
+    from playpen_attribution.errors import WorkflowInputError
+
+    rows = [{"row_id": "train-0000007", "messages": [{"role": "system", "content": "x"}, *chat("u", "a")]}]
+    with pytest.raises(
+        WorkflowInputError,
+        match=r"^row train-0000007: the chat template cannot render this chat \(roles \['system', 'user', 'assistant'\]\): ValueError: Conversation roles",
+    ):
+        tokenize_rows(rows, WordTokenizer(), "completion", 100)

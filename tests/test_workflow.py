@@ -172,3 +172,114 @@ def test_a_target_in_the_other_result_tree_names_the_right_path(tmp_path):
     assert proc.returncode != 0
     assert "ask for results/demo/taboo/WordGuesser/counterfactual.parquet" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_result_root_that_is_a_file_fails_at_parse_time(tmp_path):
+    """Issue 21, finding 2: the dry run passed and the run printed an 85-line traceback
+    ending in NotADirectoryError."""
+    (tmp_path / "results").write_text("not a folder\n")
+    proc = _overlay(tmp_path, "results: results/demo\n")
+    assert proc.returncode != 0
+    assert (
+        "results: 'results/demo': results, a folder of it, is a file, not a directory"
+        in proc.stdout + proc.stderr
+    )
+    assert "Job stats" not in proc.stdout
+
+
+def test_a_trailing_slash_in_results_is_the_same_root(tmp_path):
+    """Issue 21, finding 18: `results: results/demo/` gave results/demo//taboo/... paths and
+    the documented target had no rule."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("results: results/demo/\n")
+    target = "results/demo/taboo/WordGuesser/topk.parquet"
+    proc = run_snakemake(
+        target,
+        "-n",
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config/demo.yaml"),
+        str(overlay),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "//" not in proc.stdout and "results/demo/taboo/WordGuesser/topk.parquet" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("data/missing", "it has the shape of a local path"),  # data/ exists here
+        ("mydata", "the hub is offline (HF_HUB_OFFLINE) and the local cache does not hold it"),
+    ],
+)
+def test_a_local_path_without_dot_slash_is_not_taken_for_a_hub_id(tmp_path, monkeypatch, path, reason):
+    """Issue 21, finding 15: `data/missing` and `mydata` were taken for hub ids and failed
+    only at run time, with an offline-hub message."""
+    from playpen_attribution.paths import hub_id_problem
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    message, fatal = hub_id_problem("dataset.path", path, "datasets")
+    assert fatal and message.startswith(f"dataset.path: '{path}': no such directory")
+    assert f"if you meant a hub id, {reason}" in message
+    assert hub_id_problem("dataset.path", "some-org/some-data", "datasets")[1] is False  # a warning
+    (tmp_path / "hf/hub/datasets--some-org--some-data").mkdir(parents=True)
+    assert hub_id_problem("dataset.path", "some-org/some-data", "datasets") is None  # cached
+
+
+def test_a_local_path_without_dot_slash_fails_before_any_job(tmp_path):
+    (tmp_path / "data").mkdir()
+    proc = _overlay(tmp_path, "dataset: {path: data/missing}\n")
+    assert proc.returncode != 0
+    assert "dataset.path: 'data/missing': no such directory" in proc.stdout + proc.stderr
+    assert "Job stats" not in proc.stdout
+
+
+def test_a_nested_config_value_given_on_the_command_line_gets_its_type(tmp_path):
+    """Issue 21, finding 16: `--config "report={k: 5}"` said '5' is not of type 'integer'
+    (Snakemake reads nested --config values as text). The dotted `--config report.k=5`
+    stops in Snakemake's own parser, before the workflow: the README gives the form above."""
+    target = "results/demo/taboo/WordGuesser/data/train.parquet"  # a small DAG: the check is at parse time
+    proc = run_snakemake(
+        target, "-n", "-d", str(tmp_path), f"--configfile={REPO / 'config/demo.yaml'}",
+        "--config", "report={k: 5}", "train={learning_rate: 0.001}", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "is not of type" not in proc.stdout + proc.stderr and "prepare_data" in planned_jobs(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("results/demo/wordle/Guesser/words.parquet", "words.parquet: taboo only"),
+        ("results/demo/wordle/Guesser/generated/hardness.parquet", "hardness.parquet: taboo only"),
+        (
+            "results/demo/taboo/Guesser/topk.parquet",
+            "taboo/Guesser is not in targets (taboo/WordGuesser, wordle/Guesser)",
+        ),
+    ],
+)
+def test_a_target_this_config_cannot_make_says_why(tmp_path, target, message):
+    """Issue 21, finding 17: words.parquet for wordle planned training and failed only
+    afterwards; generated/... for wordle, or a pair not in `targets`, gave `No rule to
+    produce`."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("targets:\n  - {game: taboo, role: WordGuesser}\n  - {game: wordle, role: Guesser}\n")
+    proc = run_snakemake(
+        target,
+        "-n",
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config/demo.yaml"),
+        str(overlay),
+        check=False,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"{target.rsplit('/', 1)[0]}/" in output and message in output
+    assert "No rule to produce" not in output and "Job stats" not in output

@@ -13,13 +13,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkflowInputError
+from .errors import WorkflowInputError, warn_user
 from .paths import local_split_files, looks_like_local_path
 
 META_FIELDS = ("experiment", "game", "game_role", "model", "outcome", "player_name", "task_id")
 # player_name is the only meta field the workflow never reads; the others may not be null.
 NULLABLE_META_FIELDS = ("player_name",)
 KNOWN_OUTCOMES = ("success", "failure", "aborted")
+# The roles a chat may have: the final assistant turn is trained, user turns are context.
+# Anything else (`system`, `Assistant`, the template's own `model`) is refused when the
+# data is read: a chat template fails on it, or renders it and trains none of it.
+ROLES = ("user", "assistant")
 SPLITS = {"train": "train", "val": "validation"}  # our name -> the hub's split name
 
 # The taboo describer's first prompt names the target word; the guesser's never does.
@@ -80,6 +84,11 @@ def check_row(row, where: str) -> None:
             if not isinstance(message.get(key), str):
                 got = "nothing" if key not in message else type(message[key]).__name__
                 raise WorkflowInputError(f"{where}: messages[{i}].{key} must be a string, got {got}")
+        if message["role"] not in ROLES:
+            raise WorkflowInputError(
+                f"{where}: messages[{i}].role is {message['role']!r}; a role must be 'user' or "
+                "'assistant' (lower case; fold a system prompt into the first user turn)"
+            )
     meta = row["meta"]
     if not isinstance(meta, dict):
         raise WorkflowInputError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
@@ -306,21 +315,29 @@ def describer_target_words(
 ) -> dict[tuple[str, int, str], str | None]:
     """(experiment, task_id, model) -> target word, from the taboo WordDescriber rows.
 
-    A key whose rows disagree maps to None: better no word than a wrong one.
+    A key whose rows disagree maps to None: better no word than a wrong one (see
+    `target_word_conflicts`, which names them).
     """
-    words: dict[tuple, str | None] = {}
+    return _describer_words(rows, patterns)[0]
+
+
+def target_word_conflicts(rows: list[dict], patterns: Iterable[str]) -> dict[tuple, list]:
+    """The keys whose describer rows name different words, with the words they name."""
+    return _describer_words(rows, patterns)[1]
+
+
+def _describer_words(rows, patterns):
+    seen: dict[tuple, set] = {}
     for row in rows:
         meta = row["meta"]
         if meta["game"] != "taboo" or meta["game_role"] != "WordDescriber":
             continue
         first_user = next((m["content"] for m in row["messages"] if m["role"] == "user"), "")
-        word = extract_target_word(first_user, patterns)
         key = (meta["experiment"], meta["task_id"], meta["model"])
-        if key in words and words[key] != word:
-            words[key] = None
-        else:
-            words.setdefault(key, word)
-    return words
+        seen.setdefault(key, set()).add(extract_target_word(first_user, patterns))
+    words = {key: next(iter(found)) if len(found) == 1 else None for key, found in seen.items()}
+    conflicts = {key: sorted(str(w) for w in found) for key, found in seen.items() if len(found) > 1}
+    return words, conflicts
 
 
 # Counts that a researcher should see: each is logged as a WARNING when non-zero and
@@ -362,15 +379,18 @@ def prepare_split(
         "dropped_outcome": Counter(),
         "unrecognised_outcome": Counter(),
         "target_word_missing": 0,
+        # kept without a word because the episode's describer rows name different words
+        "target_word_conflict": 0,
+        "target_word_conflict_examples": [],
         **{key: 0 for key in NOTABLE_COUNTS},
     }
     patterns = list(target_word_patterns)
-    word_by_episode = {}
+    word_by_episode, conflicts = {}, {}
     if game == "taboo":
         describer_idx = [
             i for i, m in enumerate(metas) if m["game"] == "taboo" and m["game_role"] == "WordDescriber"
         ]
-        word_by_episode = describer_target_words(dataset.select(describer_idx).to_list(), patterns)
+        word_by_episode, conflicts = _describer_words(dataset.select(describer_idx).to_list(), patterns)
 
     records, seen = [], set()
     for index, row in zip(selected, dataset.select(selected).to_list()):
@@ -399,9 +419,16 @@ def prepare_split(
         seen.add(fingerprint)
         target_word = None
         if game == "taboo":
-            target_word = word_by_episode.get((meta["experiment"], meta["task_id"], meta["model"]))
+            key = (meta["experiment"], meta["task_id"], meta["model"])
+            target_word = word_by_episode.get(key)
             if target_word is None:
                 summary["target_word_missing"] += 1
+            if key in conflicts:
+                summary["target_word_conflict"] += 1
+                if len(summary["target_word_conflict_examples"]) < 3:
+                    summary["target_word_conflict_examples"].append(
+                        {"experiment": key[0], "task_id": key[1], "model": key[2], "words": conflicts[key]}
+                    )
         records.append(
             {
                 "row_id": f"{split_name}-{index:07d}",
@@ -456,8 +483,35 @@ def prepare(
     return frames, summary
 
 
-def prepare_to_files(train_path, val_path, summary_path, eval_path=None, split=None, **kwargs) -> dict:
+def data_problems(split_name: str, info: dict) -> list[str]:
+    """What in a split's summary changes what the attribution means, one line each: rows
+    with an outcome that no success rate counts, rows without a word because their
+    episode's describer rows disagree."""
+    problems = []
+    unrecognised = info.get("unrecognised_outcome") or {}
+    if unrecognised:
+        named = ", ".join(f"{n} {outcome!r}" for outcome, n in sorted(unrecognised.items()))
+        problems.append(
+            f"{split_name}: {sum(unrecognised.values())} rows kept with an outcome outside "
+            f"{list(KNOWN_OUTCOMES)} ({named}); no success rate counts them"
+        )
+    if info.get("target_word_conflict"):
+        example = info["target_word_conflict_examples"][0]
+        problems.append(
+            f"{split_name}: {info['target_word_conflict']} rows kept without a target word: their "
+            "episode's describer rows name different words, e.g. experiment "
+            f"{example['experiment']!r} task_id {example['task_id']} model {example['model']!r}: "
+            + " / ".join(example["words"])
+        )
+    return problems
+
+
+def prepare_to_files(
+    train_path, val_path, summary_path, eval_path=None, split=None, strict=False, **kwargs
+) -> dict:
     """`prepare`, then write train/val parquet and the summary; nothing is written on error.
+
+    What `data_problems` finds is a WARNING on the terminal, or with `strict` an error.
 
     With `split` ({unit, eval_fraction, seed, query_outcomes}) and `eval_path`, the
     validation rows are divided by group (split.py): the query rows go to `val_path`, the
@@ -478,13 +532,10 @@ def prepare_to_files(train_path, val_path, summary_path, eval_path=None, split=N
     log = logging.getLogger(__name__)
     for split_name, info in summary["splits"].items():
         log.info("%s: %s", split_name, info)
-        if info["unrecognised_outcome"]:
-            log.warning(
-                "%s: outcomes outside %s kept as-is: %s",
-                split_name,
-                KNOWN_OUTCOMES,
-                info["unrecognised_outcome"],
-            )
+        for problem in data_problems(split_name, info):
+            if strict:
+                raise WorkflowInputError(f"{problem} (dataset.strict: true)")
+            warn_user(log, f"{problem} (dataset.strict: true makes this an error)")
         notable = {key: info[key] for key in NOTABLE_COUNTS if info[key]}
         if notable:
             log.warning(

@@ -116,6 +116,14 @@ def top_bottom(scored: pd.DataFrame, k: int) -> pd.DataFrame:
     return out[[c for c in TOPK_COLUMNS if c in out.columns]]
 
 
+def _success(outcome: pd.Series) -> pd.Series:
+    """1.0 won, 0.0 lost or aborted, NaN for an outcome outside data.KNOWN_OUTCOMES: a
+    success rate (a mean, which skips NaN) counts only the outcomes it knows."""
+    from .data import KNOWN_OUTCOMES
+
+    return outcome.eq("success").astype("float64").where(outcome.isin(KNOWN_OUTCOMES))
+
+
 def word_influence(scored: pd.DataFrame, val: pd.DataFrame, k: int) -> pd.DataFrame:
     """Influence per target word, plus how often the word was won in train and val."""
     with_word = scored.dropna(subset=["target_word"])
@@ -127,7 +135,7 @@ def word_influence(scored: pd.DataFrame, val: pd.DataFrame, k: int) -> pd.DataFr
     grouped = with_word.assign(
         in_top=with_word["row_id"].isin(in_top),
         in_bottom=with_word["row_id"].isin(in_bottom),
-        success=with_word["outcome"].eq("success"),
+        success=_success(with_word["outcome"]),
     ).groupby("target_word")
     words = pd.DataFrame(
         {
@@ -139,7 +147,7 @@ def word_influence(scored: pd.DataFrame, val: pd.DataFrame, k: int) -> pd.DataFr
             "train_success_rate": grouped["success"].mean(),
         }
     )
-    val_words = val.dropna(subset=["target_word"]).assign(success=lambda d: d["outcome"].eq("success"))
+    val_words = val.dropna(subset=["target_word"]).assign(success=lambda d: _success(d["outcome"]))
     val_stats = val_words.groupby("target_word").agg(
         val_count=("success", "size"), val_success_rate=("success", "mean")
     )
@@ -296,7 +304,15 @@ def data_counts_markdown(data_summary: dict, tokens_summary: dict) -> str:
         "kept: turns after the final assistant turn removed",
         [d.get("trailing_turns_removed", 0) for d in data],
     )
+    row(
+        "kept: outcome not success/failure/aborted (in no success rate)",
+        [sum((d.get("unrecognised_outcome") or {}).values()) for d in data],
+    )
     row("kept: no target word recovered", [d["target_word_missing"] for d in data])
+    row(
+        "... of them: the episode's describer rows name different words",
+        [d.get("target_word_conflict", 0) for d in data],
+    )
     return "\n".join(lines) + "\n"
 
 

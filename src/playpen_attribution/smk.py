@@ -4,14 +4,21 @@
 logging, library logging and warnings, progress bars, output of C extensions and of child
 processes (file descriptors 1 and 2 are redirected, not only Python's streams; bergson
 also resets the root logger to stdout when imported). The terminal gets one line:
-`<rule> failed: <reason> (log: <path>)`; the full traceback is in the log. Outputs are
-written atomically by the steps themselves, so a failure leaves none behind.
+`<rule> failed: <reason> (log: <path>)`; the full traceback is in the log. A WARNING that
+changes what the results mean (errors.warn_user) is a line there too,
+`<rule>: WARNING: <what> (log: <path>)`.
+
+Each output is written atomically by the steps themselves (io.py); a job that fails or is
+interrupted (Ctrl-C, SIGTERM, SIGHUP) after writing some of its outputs removes them, so
+it leaves none of them behind, not only no half-written one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -67,6 +74,36 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the job is so that its cleanup runs."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def remove_outputs(paths) -> None:
+    """Remove a job's outputs (files or directories) that exist."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+class _TerminalHandler(logging.Handler):
+    """Records logged with extra={"terminal": True}: one line each on the terminal."""
+
+    def __init__(self, stream, rule: str, log_file: str):
+        super().__init__(logging.WARNING)
+        self.stream, self.rule, self.log_file = stream, rule, log_file
+
+    def emit(self, record):
+        if getattr(record, "terminal", False):
+            message = record.getMessage().splitlines()[0]
+            self.stream.write(f"{self.rule}: WARNING: {message} (log: {self.log_file})\n")
+
+
 def run_step(snakemake, step) -> None:
     """Run `step(snakemake)` as a Snakemake script body, its output in the rule's log."""
     name = getattr(snakemake, "rule", "step")
@@ -79,6 +116,9 @@ def run_step(snakemake, step) -> None:
     with output_to_file(log_file) as terminal:
         sys.stdout.reconfigure(line_buffering=True)  # the log follows the job as it runs
         setup_logging(sys.stderr)
+        log.addHandler(_TerminalHandler(terminal, name, log_file))
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
         if os.environ.get("SLURM_JOB_ID"):  # proof, in the log, of where the job ran
             log.info("%s runs as SLURM job %s on %s", name, os.environ["SLURM_JOB_ID"], os.uname().nodename)
         start = time.perf_counter()
@@ -89,6 +129,7 @@ def run_step(snakemake, step) -> None:
                 log.error("%s failed: %s", name, exc)
             else:
                 log.error("%s failed:\n%s", name, traceback.format_exc())
+            remove_outputs(list(getattr(snakemake, "output", [])))
             terminal.write(f"{name} failed: {_reason(exc)} (log: {log_file})\n")
             failed = True
         else:

@@ -80,7 +80,16 @@ def tokenize_rows(rows: Iterable[dict], tokenizer, mode: str, max_length: int) -
     """
     out, dropped = [], []
     for row in rows:
-        ids, spans = assistant_spans(tokenizer, list(row["messages"]))
+        try:
+            ids, spans = assistant_spans(tokenizer, list(row["messages"]))
+        except WorkflowInputError as exc:
+            raise WorkflowInputError(f"row {row['row_id']}: {exc}") from None
+        except Exception as exc:  # the chat template's own error (jinja TemplateError, ...)
+            roles = [m["role"] for m in row["messages"]]
+            raise WorkflowInputError(
+                f"row {row['row_id']}: the chat template cannot render this chat (roles {roles}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
         if not spans:
             raise WorkflowInputError(f"row {row['row_id']} has no assistant turn")
         if len(ids) > max_length:
@@ -110,6 +119,21 @@ def tokenize_rows(rows: Iterable[dict], tokenizer, mode: str, max_length: int) -
         "max_tokens": max(lengths, default=0),
     }
     return out, summary
+
+
+def too_long_message(split: str, summary: dict, outcomes_before) -> str:
+    """`val: max_length 90 dropped 71 of 111 rows, all 30 'failure' rows among them`."""
+    message = (
+        f"{split}: tokenize.max_length {summary['max_length']} dropped {summary['dropped_too_long']} "
+        f"of {summary['rows_in']} rows"
+    )
+    lost = summary.get("outcomes_lost") or []
+    if lost:
+        message += ", " + ", ".join(f"all {outcomes_before[o]} {o!r} rows" for o in lost) + " among them"
+    else:
+        by_outcome = summary.get("dropped_too_long_by_outcome") or {}
+        message += " (" + ", ".join(f"{n} {o!r}" for o, n in sorted(by_outcome.items())) + ")"
+    return message
 
 
 def save_token_dataset(token_rows: list[dict], path) -> None:
@@ -162,10 +186,18 @@ def tokenize_to_files(
     summary_path,
     eval_parquet=None,
     out_eval=None,
+    strict=False,
 ):
-    """Tokenize the train, query (val) and, when given, held-out eval rows, the same way."""
+    """Tokenize the train, query (val) and, when given, held-out eval rows, the same way.
+
+    Rows dropped as too long are a WARNING on the terminal that names every outcome they
+    remove entirely; with `strict` (dataset.strict) such a loss is an error.
+    """
+    from collections import Counter
+
     import pandas as pd
 
+    from .errors import warn_user
     from .io import write_json
 
     sources = {"train": (train_parquet, out_train), "val": (val_parquet, out_val)}
@@ -174,22 +206,31 @@ def tokenize_to_files(
     summary = {}
     results = {}
     for split, (src, _) in sources.items():
-        frame = pd.read_parquet(src, columns=["row_id", "messages"])
+        frame = pd.read_parquet(src, columns=["row_id", "messages", "outcome"])
         rows = [{"row_id": r.row_id, "messages": [dict(m) for m in r.messages]} for r in frame.itertuples()]
         token_rows, split_summary = tokenize_rows(rows, tokenizer, mode, max_length)
+        kept = {r["row_id"] for r in token_rows}
+        before = Counter(frame["outcome"])
+        after = Counter(o for i, o in zip(frame["row_id"], frame["outcome"]) if i in kept)
+        split_summary["dropped_too_long_by_outcome"] = {
+            o: n - after[o] for o, n in before.items() if n > after[o]
+        }
+        # Outcomes that the length filter removes entirely: the attribution no longer sees them.
+        split_summary["outcomes_lost"] = sorted(o for o in before if not after[o])
         if not token_rows:
             raise WorkflowInputError(
                 f"split {split!r}: every row is longer than tokenize.max_length={max_length}"
             )
         log.info("%s: %s", split, {k: v for k, v in split_summary.items() if k != "dropped_row_ids"})
         if split_summary["dropped_too_long"]:
-            log.warning(
-                "%s: %d of %d rows dropped as longer than tokenize.max_length=%d tokens, e.g. %s",
-                split,
-                split_summary["dropped_too_long"],
-                split_summary["rows_in"],
-                max_length,
-                split_summary["dropped_row_ids"][:3],
+            log.info("%s: rows dropped as too long, e.g. %s", split, split_summary["dropped_row_ids"][:3])
+            message = too_long_message(split, split_summary, before)
+            if strict and split_summary["outcomes_lost"]:
+                raise WorkflowInputError(f"{message}; raise tokenize.max_length (dataset.strict: true)")
+            warn_user(
+                log,
+                message
+                + (" (dataset.strict: true makes this an error)" if split_summary["outcomes_lost"] else ""),
             )
         summary[split] = split_summary
         results[split] = token_rows

@@ -1,7 +1,10 @@
 # Helpers and wildcard constraints shared by every rule. Light imports only.
 import os
+import re
+import sys
 from pathlib import Path
 
+from playpen_attribution import runroot
 from playpen_attribution.codeversion import code_version
 from playpen_attribution.counterfactual import (
     RANKED_KINDS,
@@ -9,7 +12,11 @@ from playpen_attribution.counterfactual import (
     parse_removal,
     removal_names,
 )
-from playpen_attribution.paths import looks_like_local_path, tracked_data_files
+from playpen_attribution.paths import (
+    hub_id_problem,
+    looks_like_local_path,
+    tracked_data_files,
+)
 from playpen_attribution.selection import arm_names as selection_arm_names
 from playpen_attribution.selection import arm_pattern as selection_arm_pattern
 from playpen_attribution.selection import parse_arm
@@ -17,7 +24,44 @@ from playpen_attribution.selection import rankings as selection_rankings
 
 # One result tree per run setup (config `results`): the demo writes under results/demo/,
 # the research config under results/, so neither run ever touches the other's outputs.
-RESULTS = config["results"]
+# `results/demo/` and `./results/demo` are the same root (no `//` in any path).
+RESULTS = config["results"] = runroot.normalise(config["results"])
+if (_root_problem := runroot.problem_with_root(RESULTS)) is not None:
+    raise WorkflowError(_root_problem)
+if workflow.is_main_process:
+    # A run killed by SIGKILL or SIGHUP left its record and Snakemake's locks: remove both
+    # before Snakemake checks its locks, so a plain rerun needs no --unlock.
+    runroot.clear_stale_runs(RESULTS)
+    _LOCKS_BEFORE = runroot.snakemake_locks(os.getcwd())
+
+
+def claim_results_root():
+    """onstart (a real run, not a dry run; Snakemake holds its locks): stop if another
+    checkout's live run writes this tree or a folder in it cannot be written, remove what
+    killed jobs left, and record this run."""
+    if not workflow.is_main_process:  # a job's own Snakemake (SLURM, --no-hooks aside)
+        return
+    here = os.path.abspath(os.getcwd())
+    others = runroot.other_live_runs(RESULTS)
+    elsewhere = [r for r in others if r.get("workdir") != here]
+    if elsewhere:
+        raise WorkflowError(
+            f"results: {os.path.abspath(RESULTS)} is in use by another run "
+            f"({runroot.describe(elsewhere[0])}); wait for it, or give this checkout its own "
+            f"`results:` (if that run is gone, delete {RESULTS}/{runroot.RUNS_DIR}/)"
+        )
+    read_only = runroot.read_only_folders(RESULTS)
+    if read_only:
+        raise WorkflowError(
+            f"{read_only[0]} cannot be written (read-only or immutable), so no job can replace "
+            f"an output in it: make {RESULTS} writable (chmod -R u+w, chattr -R -i) or set "
+            "`results:` to another directory"
+        )
+    if not others:
+        runroot.remove_temporaries(RESULTS)
+    runroot.claim(RESULTS, here, runroot.snakemake_locks(here) - _LOCKS_BEFORE)
+
+
 # Outputs of the offline demo's own rules; a config that names them gets them built.
 DEMO_DATA_DIR = "results/demo/playpen-data"
 DEMO_DATA_FILES = [f"{DEMO_DATA_DIR}/train.jsonl", f"{DEMO_DATA_DIR}/validation.jsonl"]
@@ -55,9 +99,11 @@ if REPORT_METHOD not in METHODS:
 FACTORED_METHODS = [m for m in METHODS if m != "none"]
 
 
+# A role only after its own game (a lookbehind): with taboo/WordGuesser and wordle/Guesser
+# configured, taboo/Guesser matches no rule and is explained (rule unknown_target).
 wildcard_constraints:
     game="|".join(GAMES),
-    role="|".join(ROLES),
+    role="|".join(f"(?<={re.escape(game)}/){re.escape(role)}" for game, role in TARGETS),
     method="|".join(METHODS),
 
 
@@ -87,20 +133,27 @@ def all_targets():
     return targets
 
 
-def _local_reference(key, path, rule_outputs):
+def _local_reference(key, path, rule_outputs, kind):
     """Check a configured path before any job starts: a path that is neither built by a
-    rule nor on disk is a typo, not a hub id."""
-    if path in rule_outputs or not looks_like_local_path(path) or os.path.exists(path):
+    rule nor on disk is a typo, not a hub id; so is a name that cannot be a hub id here
+    (the shape of a path, or the hub offline and the name not in its cache)."""
+    if path in rule_outputs or os.path.exists(path):
         return
-    raise ValueError(
-        f"{key}: {path!r} looks like a local path (it starts with ./ ../ or /, or has more "
-        f"than one slash) but does not exist relative to {os.getcwd()}; a hub id is owner/name"
-    )
+    if looks_like_local_path(path):
+        raise ValueError(
+            f"{key}: {path!r} looks like a local path (it starts with ./ ../ or /, or has more "
+            f"than one slash) but does not exist relative to {os.getcwd()}; a hub id is owner/name"
+        )
+    problem = hub_id_problem(key, path, kind)
+    if problem is not None and problem[1]:
+        raise WorkflowError(problem[0])
+    if problem is not None and workflow.is_main_process:
+        print(f"WARNING {problem[0]}: a job that loads it will fail", file=sys.stderr)
 
 
-_local_reference("dataset.path", config["dataset"]["path"], [DEMO_DATA_DIR])
+_local_reference("dataset.path", config["dataset"]["path"], [DEMO_DATA_DIR], "datasets")
 _local_reference(
-    "model.name_or_path", config["model"]["name_or_path"], [DEMO_MODEL_DIR]
+    "model.name_or_path", config["model"]["name_or_path"], [DEMO_MODEL_DIR], "models"
 )
 if config["model"].get("chat_template") and not os.path.isfile(
     config["model"]["chat_template"]
@@ -323,6 +376,36 @@ def generate_files(wildcards):
         templates.get("guesser"),
     ]
     return [path for path in paths if path]
+
+
+# Folders of a result tree that are not a game/role pair.
+NOT_PAIRS = ("logs", "benchmarks", "playpen-data", "models", "demo", runroot.RUNS_DIR)
+UNKNOWN_PAIR = (
+    rf"(?!(?:{'|'.join(map(re.escape, NOT_PAIRS))})/)"
+    rf"(?!(?:{'|'.join(re.escape(f'{g}/{r}') for g, r in TARGETS)})/)[^/]+/[^/]+"
+)
+# What only taboo has: per-word influence and generated instances need target words.
+TABOO_ONLY = r"words\.(?:parquet|md|html|png)|generated/.+"
+NOT_TABOO = [game for game in GAMES if game != "taboo"]
+
+
+def unknown_target(wildcards):
+    """The input of unknown_target (Snakefile): a game/role pair that is not in `targets`
+    fails at once, naming the pairs that are."""
+    pairs = ", ".join(f"{g}/{r}" for g, r in TARGETS)
+    raise WorkflowError(
+        f"{RESULTS}/{wildcards.pair}/{wildcards.name}: {wildcards.pair} is not in targets "
+        f"({pairs}); add {{game: ..., role: ...}} for it to `targets`"
+    )
+
+
+def taboo_only_target(wildcards):
+    """The input of taboo_only (Snakefile): words and generated instances of another game."""
+    raise WorkflowError(
+        f"{RESULTS}/{wildcards.game}/{wildcards.role}/{wildcards.name}: taboo only (it needs "
+        f"the target words that only taboo has); {wildcards.game} has topk.parquet and the "
+        "attribution/, counterfactual/ and selection/ outputs"
+    )
 
 
 def other_results_root(wildcards):

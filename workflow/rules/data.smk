@@ -30,7 +30,8 @@ rule prepare_data:
     resources:
         runtime=30,
     params:
-        dataset=config_section("dataset"),
+        # dataset.strict only turns warnings into errors: read by the script, no rerun.
+        dataset={k: v for k, v in config_section("dataset").items() if k != "strict"},
         split=split_params(),
         code=code("prepare_data.py"),
     script:

@@ -69,6 +69,9 @@ rule report_words:
         log_path("report_words"),
     benchmark:
         benchmark_path("report_words")
+    # Target words are taboo's: another game's words.parquet is rule taboo_only's error.
+    wildcard_constraints:
+        game="taboo",
     resources:
         runtime=15,
     params:

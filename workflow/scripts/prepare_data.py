@@ -21,6 +21,8 @@ def main(snakemake):
         eval_path=snakemake.output.eval,
         split=snakemake.params.split,
         summary_path=snakemake.output.summary,
+        # Read here, not a param: it turns warnings into errors and changes no output.
+        strict=snakemake.config["dataset"]["strict"],
     )
 
 

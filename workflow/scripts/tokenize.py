@@ -21,6 +21,7 @@ def main(snakemake):
         summary_path=snakemake.output.summary,
         eval_parquet=snakemake.input.eval,
         out_eval=snakemake.output.eval,
+        strict=snakemake.config["dataset"]["strict"],
     )
     # The exact tokenizer (and chat template) used: SFT and the adapter reuse it.
     tokenizer.save_pretrained(snakemake.output.tokenizer)
