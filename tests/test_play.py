@@ -1,0 +1,230 @@
+"""Taboo through clemcore (issue 22): the rules checker, whole games with scripted players,
+and the played episodes as a dataset that prepare_data reads."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from playpen_attribution.taboo import (
+    TabooParseError,
+    TabooRules,
+    TabooRuleViolation,
+    clue_prefix_for,
+    related_text,
+)
+
+REFERENCE = Path("/work/shared/reference/playpen-sample/clembench/taboo/in/instances.json")
+
+
+def winter(**kwargs):
+    return TabooRules("winter", ["cold", "snow", "season"], **kwargs)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(
+    "clue",
+    [
+        "CLUE: The wintery months.",  # a part of the target (winter)
+        "CLUE: Winters are dark",  # a morphological variant of the target
+        "CLUE: It is very COLD then.",  # a related word, in capitals
+        "CLUE: Snowing all day",  # a morphological variant of a related word
+        "CLUE: a well-seasoned time",  # part of a hyphenated word
+    ],
+)
+def test_a_clue_with_the_target_or_a_related_word_breaks_the_rule(clue):
+    with pytest.raises(TabooRuleViolation):
+        winter().check_clue(clue)
+
+
+def test_a_clue_without_the_prefix_breaks_the_format_and_other_words_pass():
+    rules = winter()
+    with pytest.raises(TabooParseError):
+        rules.check_clue("Time of year with frost.")
+    with pytest.raises(TabooParseError):
+        rules.check_clue("HINT: time of year with frost.")  # clembench's prefix is CLUE:
+    with pytest.raises(TabooParseError):
+        rules.check_clue("CLUE:   ")
+    assert rules.check_clue("  CLUE: Time of year with frost and short days.") == (
+        "Time of year with frost and short days."
+    )
+    # Stopwords are not compared; the demo's prompts ask for HINT:.
+    assert winter(clue_prefix="HINT:").check_clue("HINT: the one after autumn") == "the one after autumn"
+
+
+def test_clembench_stems_and_multiword_related_words():
+    rules = TabooRules("independent", ["autarkical", "strong-minded", "separate"])
+    assert rules.target_stem == "independ"
+    assert rules.forbidden_in("free, on your own, independently") == "independently"
+    assert rules.forbidden_in("a strong-minded person") == "strong-minded"
+    assert rules.forbidden_in("someone who separates") == "separates"
+    assert rules.forbidden_in("not relying on others") is None
+
+
+def test_guesses_are_normalised_repeats_count_and_max_turns_end_the_game():
+    rules = winter(max_turns=3)
+    assert rules.check_guess("GUESS: Winter.") == "winter"
+    assert rules.is_correct("winter")
+    for bad in ["Winter", "GUESS:", "I guess: winter", "GUESS: winter\nbecause it is cold"]:
+        with pytest.raises(TabooParseError):
+            rules.check_guess(bad)
+    assert rules.record_guess(rules.check_guess("GUESS: SUMMER")) == "running"
+    assert rules.is_repeat(rules.check_guess("GUESS: summer!"))
+    assert rules.record_guess("summer") == "running"  # a repeat is a wrong guess, not a violation
+    assert rules.record_guess("autumn") == "failure"  # the third guess: max_turns
+
+
+def test_clue_prefix_and_related_words_follow_the_template():
+    assert clue_prefix_for("reply in the form: CLUE: <some text>.") == "CLUE:"
+    assert clue_prefix_for("Answer only in the form HINT: <your hint>.") == "HINT:"
+    assert clue_prefix_for("Answer only in the form HINT: <your hint>.", "CLUE:") == "CLUE:"
+    assert related_text("Related words are:\n\n$REL_WORD$\n", ["a", "b"]) == "- a\n- b"
+    assert related_text("of them): $REL_WORD$.", ["a", "b"]) == "a, b"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="clembench's instances are not on this machine")
+def test_reads_clembench_instances_with_their_stems():
+    data = json.loads(REFERENCE.read_text())
+    for experiment in data["experiments"]:
+        for instance in experiment["game_instances"]:
+            rules = TabooRules.from_instance(instance, experiment)
+            assert rules.clue_prefix == "CLUE:" and rules.max_turns == experiment["max_turns"]
+            # clembench's listed stems are forbidden besides ours (fly: ours fli, theirs fly).
+            assert instance["target_word_stem"] in rules.extra_stems | {rules.target_stem}
+    assert (
+        TabooRules.from_instance(
+            {"target_word": "fly", "related_word": ["a", "b"], "target_word_stem": "fly"}, {}
+        ).forbidden_in("they fly away")
+        == "fly"
+    )
+
+
+# --------------------------------------------------------------------------- whole games
+
+
+class Scripted:
+    """A clemcore model that replies from a script (a programmatic player)."""
+
+    def __new__(cls, name, replies):
+        from clemcore import backends
+        from clemcore.backends import ModelSpec
+
+        class _Scripted(backends.Model):
+            def generate_response(self, messages):
+                reply = self.replies.pop(0)
+                return {"messages": messages}, {"response": reply}, reply
+
+        model = _Scripted(ModelSpec(model_name=name))
+        model.replies = list(replies)
+        model.set_gen_args(temperature=0.0, max_tokens=8)
+        return model
+
+
+def write_instances(path: Path, words) -> Path:
+    from playpen_attribution.generate import PROJECT_TEMPLATES
+
+    path.write_text(
+        json.dumps(
+            {
+                "experiments": [
+                    {
+                        "name": "high_en",
+                        "max_turns": 3,
+                        "describer_initial_prompt": PROJECT_TEMPLATES["describer"],
+                        "guesser_initial_prompt": PROJECT_TEMPLATES["guesser"],
+                        "game_instances": [
+                            {"game_id": i, "target_word": w, "related_word": r}
+                            for i, (w, r) in enumerate(words)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    return path
+
+
+def play_one(tmp_path, describer, guesser):
+    from playpen_attribution import play
+
+    instances = write_instances(tmp_path / "instances.json", [("winter", ["cold", "snow", "season"])])
+    models = [Scripted("describer", describer), Scripted("guesser", guesser)]
+    files = play.play_set(play.game_spec(), instances, models, tmp_path / "records")
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    scores = json.loads((files[0].parent / "scores.json").read_text())["episode scores"]
+    return record, scores, play.episode_rows(files[0])
+
+
+def test_a_scripted_game_won_on_turn_two(tmp_path):
+    record, scores, rows = play_one(
+        tmp_path, ["HINT: time of frost", "HINT: after autumn"], ["GUESS: summer", "GUESS: Winter."]
+    )
+    assert record["outcome"] == "success" and record["guesses"] == ["summer", "winter"]
+    assert (scores["Success"], scores["Lose"], scores["Aborted"], scores["Main Score"]) == (1, 0, 0, 50.0)
+    describer, guesser = rows
+    assert [m["role"] for m in describer["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert describer["messages"][2]["content"] == "GUESS: summer"  # the guess, verbatim
+    assert guesser["messages"][0]["content"].endswith("\n\nHINT: time of frost")
+    assert guesser["messages"][-1]["content"] == "GUESS: Winter."
+    assert {r["meta"]["outcome"] for r in rows} == {"success"}
+
+
+def test_a_scripted_game_lost_after_max_turns(tmp_path):
+    record, scores, rows = play_one(
+        tmp_path,
+        ["HINT: frost", "HINT: ice", "HINT: dark"],
+        ["GUESS: summer", "GUESS: summer", "GUESS: autumn"],
+    )
+    assert record["outcome"] == "failure" and record["repeated guesses"] == 1
+    assert (scores["Success"], scores["Lose"], scores["Main Score"], scores["Repetition-Guesser"]) == (
+        0,
+        1,
+        0,
+        1,
+    )
+    assert len(rows[1]["messages"]) == 6
+
+
+def test_a_scripted_game_aborted_by_a_related_word(tmp_path):
+    import math
+
+    record, scores, rows = play_one(tmp_path, ["HINT: lots of snow"], [])
+    assert record["outcome"] == "aborted" and scores["Aborted"] == 1 and math.isnan(scores["Main Score"])
+    assert [r["meta"]["game_role"] for r in rows] == ["WordDescriber"]  # the guesser never played
+    assert any(e["action"]["type"] == "invalid clue" for e in record["turns"][0])
+
+
+def test_a_scripted_game_aborted_by_the_guess_format(tmp_path):
+    record, scores, rows = play_one(tmp_path, ["HINT: frost"], ["I think it is winter"])
+    assert record["outcome"] == "aborted" and scores["Violated Request Count"] == 1
+    assert {r["meta"]["outcome"] for r in rows} == {"aborted"}
+
+
+def test_played_episodes_pass_prepare_data(tmp_path):
+    """episodes.jsonl as a dataset: both roles, outcomes kept, target words recovered."""
+    from playpen_attribution import play
+    from playpen_attribution.data import prepare
+
+    instances = write_instances(
+        tmp_path / "instances.json",
+        [("winter", ["cold", "snow", "season"]), ("river", ["water", "flow", "stream"])],
+    )
+    models = [
+        Scripted("describer", ["HINT: frost time", "HINT: a wide creek", "HINT: big", "HINT: wet"]),
+        Scripted("guesser", ["GUESS: winter", "GUESS: lake", "GUESS: lake", "GUESS: sea"]),
+    ]
+    files = play.play_set(play.game_spec(), instances, models, tmp_path / "records")
+    rows = [row for f in files for row in play.episode_rows(f)]
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for role in ("WordGuesser", "WordDescriber"):
+        frames, _ = prepare(str(data), None, None, "taboo", role, drop_outcomes=[])
+        frame = frames["train"]
+        assert set(frame["game_role"]) == {role}
+        assert dict(zip(frame["task_id"], frame["outcome"])) == {0: "success", 1: "failure"}
+        assert dict(zip(frame["task_id"], frame["target_word"])) == {0: "winter", 1: "river"}
