@@ -114,11 +114,12 @@ def dataset_input(wildcards):
     """The data files themselves, not their directory: rewriting a file inside a
     directory does not change the directory's mtime, so Snakemake would not see it."""
     path = config["dataset"]["path"]
+    extra = list(config["dataset"].get("extra_files") or [])
     if path == DEMO_DATA_DIR:
-        return DEMO_DATA_FILES
+        return DEMO_DATA_FILES + extra
     if looks_like_local_path(path) or os.path.exists(path):
-        return tracked_data_files(path) or [path]
-    return []  # a hub id: pinned by dataset.revision
+        return (tracked_data_files(path) or [path]) + extra
+    return extra  # a hub id: pinned by dataset.revision
 
 
 def model_input(wildcards):
