@@ -108,6 +108,9 @@ class Scripted:
     """A clemcore model that replies from a script (a programmatic player)."""
 
     def __new__(cls, name, replies):
+        from playpen_attribution.play import import_clemcore
+
+        import_clemcore()
         from clemcore import backends
         from clemcore.backends import ModelSpec
 
@@ -228,3 +231,93 @@ def test_played_episodes_pass_prepare_data(tmp_path):
         assert set(frame["game_role"]) == {role}
         assert dict(zip(frame["task_id"], frame["outcome"])) == {0: "success", 1: "failure"}
         assert dict(zip(frame["task_id"], frame["target_word"])) == {0: "winter", 1: "river"}
+
+
+# --------------------------------------------------------------------------- the rule
+
+OUT = "results/demo/taboo/WordGuesser"
+
+
+def test_the_play_target_end_to_end_on_the_tiny_model(workflow_dir, tmp_path):
+    """played/hardness.parquet on a copy of the tiny run, offline: clemcore's programmatic
+    `mock` describes, the tiny WordGuesser adapter guesses (huggingface_local + PEFT from
+    the rule's model_registry.json); one instance per set, 4 new tokens."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+    from conftest import run_snakemake
+
+    from playpen_attribution.data import prepare
+    from playpen_attribution.play import read_episodes
+
+    work = tmp_path / "run"
+    shutil.copytree(workflow_dir, work, symlinks=True)
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["play"] = {
+        "players": {"describer": "mock", "guesser": "adapter"},
+        "max_instances": 1,
+        "max_new_tokens": 4,
+    }
+    config["threads"] = 1
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(
+        "--cores",
+        "2",
+        f"--configfile={work / 'config.yaml'}",
+        "-d",
+        str(work),
+        f"{OUT}/played/hardness.parquet",
+    )
+
+    played = work / OUT / "played"
+    table = pd.read_parquet(played / "hardness.parquet")
+    assert table["set"].tolist() == ["hard", "easy", "eval"] and table["episodes"].tolist() == [1, 1, 1]
+    assert (table[["wins", "losses", "aborts"]].sum(axis=1) == 1).all()
+    assert "inconclusive" in (played / "hardness.md").read_text()
+    registry = json.loads((played / "model_registry.json").read_text())
+    assert [e["model_name"] for e in registry] == ["WordGuesser-adapter"]
+    assert registry[0]["model_config"]["peft_model"].endswith("WordGuesser/adapter")
+    for name in ("hard", "easy", "eval"):
+        assert list((played / name / "records").rglob("scores.json"))
+        experiments = json.loads((played / name / "instances.json").read_text())["experiments"]
+        assert all(e["name"].startswith(f"{name}_") for e in experiments)
+
+    rows = read_episodes(played / "episodes.jsonl")
+    assert {r["meta"]["game_role"] for r in rows} == {"WordDescriber", "WordGuesser"}
+    assert {r["meta"]["model"] for r in rows} == {"mock--WordGuesser-adapter"}
+    # The episodes file is a dataset that prepare_data reads unchanged.
+    data = tmp_path / "played-data"
+    data.mkdir()
+    for split in ("train", "validation"):
+        shutil.copy(played / "episodes.jsonl", data / f"{split}.jsonl")
+    words = {
+        e["experiment"]: e["word"] for e in pd.read_parquet(played / "outcomes.parquet").to_dict("records")
+    }
+    frames, _ = prepare(str(data), None, None, "taboo", "WordGuesser", drop_outcomes=[])
+    assert dict(zip(frames["train"]["experiment"], frames["train"]["target_word"])) == words
+
+
+def test_played_episodes_join_the_next_rounds_training_rows(tmp_path, demo_dataset_dir):
+    """dataset.extra_files: the dataset's row_ids are unchanged, the played rows follow
+    with row_ids extra0-{index} and their source."""
+    from playpen_attribution import play
+    from playpen_attribution.data import prepare
+
+    instances = write_instances(tmp_path / "instances.json", [("winter", ["cold", "snow", "season"])])
+    models = [Scripted("describer", ["HINT: frost time"]), Scripted("guesser", ["GUESS: winter"])]
+    files = play.play_set(play.game_spec(), instances, models, tmp_path / "records")
+    episodes = tmp_path / "episodes.jsonl"
+    episodes.write_text("".join(json.dumps(r) + "\n" for f in files for r in play.episode_rows(f)))
+
+    before, _ = prepare(str(demo_dataset_dir), None, None, "taboo", "WordGuesser", drop_outcomes=["aborted"])
+    after, summary = prepare(
+        str(demo_dataset_dir), None, None, "taboo", "WordGuesser", ["aborted"], extra_files=[str(episodes)]
+    )
+    n = len(before["train"])
+    assert after["train"]["row_id"].tolist()[:n] == before["train"]["row_id"].tolist()
+    extra = after["train"].iloc[n:]
+    assert extra["row_id"].tolist() == ["extra0-0000001"]  # row 0 is the describer's view
+    assert extra["source"].tolist() == [str(episodes)] and set(after["train"]["source"][:n]) == {"dataset"}
+    assert extra["target_word"].tolist() == ["winter"] and extra["outcome"].tolist() == ["success"]
+    assert after["val"].equals(before["val"]) and summary["splits"]["extra0"]["kept"] == 1

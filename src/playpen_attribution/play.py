@@ -39,6 +39,28 @@ PLAYER_KEYS = {"describer": "WordDescriber", "guesser": "WordGuesser"}
 EOS_TO_CULL = "(<end_of_turn>|<eos>).*$"
 
 
+def import_clemcore():
+    """Import clemcore without its logging setup: at import it points the root logger at a
+    clembench.log in the working directory and disables the loggers that exist by then
+    (ours). Call before any clemcore import."""
+    import sys
+
+    if "clemcore" in sys.modules:
+        return sys.modules["clemcore"]
+    import logging.config
+
+    original = logging.config.dictConfig
+    logging.config.dictConfig = lambda *args, **kwargs: None
+    try:
+        import clemcore
+    finally:
+        logging.config.dictConfig = original
+    # Its per-key and per-score INFO records would bury ours in the job's log.
+    for name in ("clemcore.clemgame", "clemcore.backends"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return clemcore
+
+
 @contextlib.contextmanager
 def working_directory(path):
     old = Path.cwd()
@@ -103,8 +125,11 @@ def player_models(players: dict, base_model: str, chat_template: str | None, ada
 
 def resolve_base_model(name_or_path: str, revision: str | None) -> str:
     """A local directory for the base model: clemcore's backend takes no revision."""
-    if Path(name_or_path).expanduser().is_dir() or revision is None:
-        return str(Path(name_or_path).expanduser().resolve()) if Path(name_or_path).is_dir() else name_or_path
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    if revision is None:
+        return name_or_path
     from huggingface_hub import snapshot_download
 
     return snapshot_download(name_or_path, revision=revision)
@@ -112,6 +137,7 @@ def resolve_base_model(name_or_path: str, revision: str | None) -> str:
 
 def load_player_models(names: list[str], entries: list[dict], workdir: Path, gen_args: dict, threads: int):
     """Write workdir/model_registry.json and load the players' models through clemcore."""
+    import_clemcore()
     from clemcore import backends
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -202,6 +228,7 @@ def related_from_prompt(prompt: str) -> list[str] | None:
 
 
 def game_spec(game_dir: Path | None = None):
+    import_clemcore()
     from clemcore.clemgame import GameSpec
 
     return GameSpec.from_directory(str(game_dir or GAME_DIR))[0]
@@ -210,6 +237,7 @@ def game_spec(game_dir: Path | None = None):
 def play_set(spec, instances_path: Path, models: list, results_dir: Path) -> list[Path]:
     """Play every instance of `instances_path` with `models` (describer, guesser) through
     clemcore, keep its records under results_dir, score them; returns the interactions files."""
+    import_clemcore()
     from clemcore.backends import Model
     from clemcore.clemgame import (
         ExperimentFileSaver,
@@ -348,13 +376,15 @@ def run_play(
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     chat_template = load_tokenizer(str(tokenizer_dir)).chat_template
+    # Absolute paths: clemcore loads the models from out_dir (its model_registry.json).
+    adapters = {role: str(Path(path).resolve()) for role, path in adapters.items()}
     names, entries = player_models(
         settings.get("players") or {}, resolve_base_model(base_model, revision), chat_template, adapters
     )
     temperature = float(settings.get("temperature", 0.0))
     gen_args = {"temperature": temperature, "max_tokens": int(settings.get("max_new_tokens", 24))}
     models = load_player_models(names, entries, out_dir, gen_args, threads)
-    spec = game_spec(Path(settings["game_path"]) if settings.get("game_path") else None)
+    spec = game_spec(Path(settings["game_path"]).resolve() if settings.get("game_path") else None)
 
     frame = pd.read_parquet(eval_path)
     if frame.empty:

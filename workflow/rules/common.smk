@@ -388,3 +388,28 @@ def selection_adapter(path):
 def selection_inputs(name, trained_only=False):
     arms = [arm for arm in ARMS if not (trained_only and arm == "base")]
     return [f"{RESULTS}/{{game}}/{{role}}/selection/{arm}/{name}" for arm in arms]
+
+
+# Playing taboo through clemcore (play.smk).
+PLAY = config["play"]
+PLAY_ROLES = {"describer": "WordDescriber", "guesser": "WordGuesser"}
+
+
+def play_adapter_roles():
+    """The roles whose own adapter plays (play.players: adapter)."""
+    players = PLAY.get("players") or {}
+    return sorted(
+        role
+        for key, role in PLAY_ROLES.items()
+        if players.get(key, "adapter") == "adapter"
+    )
+
+
+def play_adapters(wildcards):
+    missing = [r for r in play_adapter_roles() if ("taboo", r) not in TARGETS]
+    if missing:
+        raise WorkflowError(
+            f"play.players: an `adapter` player needs this workflow's adapter of {missing}: "
+            "add {game: taboo, role: ...} to targets, or play `base` or a clemcore model"
+        )
+    return [f"{RESULTS}/taboo/{role}/adapter" for role in play_adapter_roles()]
