@@ -297,6 +297,22 @@ def test_the_play_target_end_to_end_on_the_tiny_model(workflow_dir, tmp_path):
     frames, _ = prepare(str(data), None, None, "taboo", "WordGuesser", drop_outcomes=[])
     assert dict(zip(frames["train"]["experiment"], frames["train"]["target_word"])) == words
 
+    # The next round as data: a second results root trains on the dataset plus these
+    # episodes (dataset.extra_files); prepare_data alone, on the tiny run's data.
+    config["results"] = "results/round2"
+    config["dataset"]["extra_files"] = [f"{OUT}/played/episodes.jsonl"]
+    config["dataset"]["drop_outcomes"] = []  # the tiny guesser's episodes are all aborted
+    (work / "round2.yaml").write_text(yaml.safe_dump(config))
+    target = "results/round2/taboo/WordGuesser/data/train.parquet"
+    run_snakemake("--cores", "1", f"--configfile={work / 'round2.yaml'}", "-d", str(work), target)
+    train = pd.read_parquet(work / target)
+    mine = train[train["source"] != "dataset"]
+    assert mine["row_id"].str.startswith("extra0-").all() and len(mine) == 3
+    assert set(mine["model"]) == {"mock--WordGuesser-adapter"} and set(mine["target_word"]) == set(
+        words.values()
+    )
+    assert train.loc[train["source"] == "dataset", "row_id"].str.startswith("train-").all()
+
 
 def test_played_episodes_join_the_next_rounds_training_rows(tmp_path, demo_dataset_dir):
     """dataset.extra_files: the dataset's row_ids are unchanged, the played rows follow
@@ -321,3 +337,42 @@ def test_played_episodes_join_the_next_rounds_training_rows(tmp_path, demo_datas
     assert extra["source"].tolist() == [str(episodes)] and set(after["train"]["source"][:n]) == {"dataset"}
     assert extra["target_word"].tolist() == ["winter"] and extra["outcome"].tolist() == ["success"]
     assert after["val"].equals(before["val"]) and summary["splits"]["extra0"]["kept"] == 1
+
+
+def test_the_played_statistics_equal_hand_computations():
+    import pandas as pd
+    from scipy.stats import binomtest, fisher_exact
+
+    from playpen_attribution.play_report import hard_vs_easy, proxy_check, set_table
+
+    episodes = pd.DataFrame(
+        {
+            "set": ["hard"] * 4 + ["easy"] * 4 + ["eval"] * 2,
+            "word": list("abcdefghij"),
+            "outcome": ["failure", "failure", "aborted", "success"]
+            + ["success"] * 3
+            + ["failure"]
+            # eval
+            + ["success", "aborted"],
+        }
+    )
+    table = set_table(episodes).set_index("set")
+    assert table.loc["hard", ["wins", "losses", "aborts"]].tolist() == [1, 2, 1]
+    ci = binomtest(3, 4).proportion_ci(0.95, method="wilson")
+    assert table.loc["easy", "win_ci_low"] == pytest.approx(ci.low)
+    assert table.loc["easy", "win_ci_high"] == pytest.approx(ci.high)
+    fisher = hard_vs_easy(table.reset_index())
+    assert fisher["p"] == pytest.approx(fisher_exact([[1, 3], [3, 1]], alternative="less").pvalue)
+    assert fisher["verdict"] == "inconclusive"
+    # The proxy: eval words are looked up among the original words; a higher loss marks a
+    # loss perfectly here (AUC 1).
+    proxy = pd.DataFrame(
+        {
+            "set": ["hard"] * 4 + ["easy"] * 4 + ["original"] * 2,
+            "word": list("abcdefghij"),
+            "loss": [3.0, 3.5, 4.0, 1.0, 0.5, 0.6, 0.7, 2.0, 0.1, 5.0],
+        }
+    )
+    scored, summary = proxy_check(episodes, proxy)
+    assert scored["loss"].notna().all() and summary["auc"] == pytest.approx(1.0)
+    assert summary["n_won"] == 5 and summary["n_not_won"] == 5 and summary["p"] < 0.05

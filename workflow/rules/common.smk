@@ -413,3 +413,16 @@ def play_adapters(wildcards):
             "add {game: taboo, role: ...} to targets, or play `base` or a clemcore model"
         )
     return [f"{RESULTS}/taboo/{role}/adapter" for role in play_adapter_roles()]
+
+
+def play_code():
+    """code("play.py") plus the game master's code, its own and its imports' (clemcore
+    loads it by path, so no import leads there): editing the rules reruns play."""
+    import ast
+    import hashlib
+
+    master = PACKAGE_DIR / "clemgame" / "taboo" / "master.py"
+    own = hashlib.sha256(ast.dump(ast.parse(master.read_text())).encode()).hexdigest()[
+        :16
+    ]
+    return "-".join([code("play.py"), own, code_version(master, PACKAGE_DIR)])

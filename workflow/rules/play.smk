@@ -35,7 +35,7 @@ rule play:
         dataset=config_section("dataset"),
         templates=canonical(GENERATE.get("templates") or {}),
         max_turns=GENERATE["max_turns"],
-        code=code("play.py"),
+        code=play_code(),
     script:
         "../scripts/play.py"
 
