@@ -36,7 +36,7 @@ SETS = ("hard", "easy", "eval")
 ROLES = ("WordDescriber", "WordGuesser")
 PLAYER_KEYS = {"describer": "WordDescriber", "guesser": "WordGuesser"}
 # Gemma's end of turn and anything after it; other models' markers are kept verbatim.
-EOS_TO_CULL = "(<end_of_turn>|<eos>).*$"
+EOS_TO_CULL = r"(<end_of_turn>|<eos>)[\s\S]*$"
 
 
 def import_clemcore():
@@ -144,6 +144,13 @@ def load_player_models(names: list[str], entries: list[dict], workdir: Path, gen
     (workdir / "model_registry.json").write_text(json.dumps(entries, indent=2) + "\n")
     with working_directory(workdir):
         models = backends.load_models(list(names), gen_args)
+    # Stop at the end of the turn, as the held-out check's decoding does (games.py): a
+    # generation config may name <eos> alone.
+    from .games import stop_token_ids
+
+    for model in models:
+        if hasattr(model, "model") and hasattr(model, "tokenizer"):
+            model.model.generation_config.eos_token_id = stop_token_ids(model.tokenizer)
     # clemcore's huggingface backend sets torch to one thread; give the job its threads back.
     import torch
 

@@ -157,9 +157,10 @@ def plot(table: pd.DataFrame, episodes: pd.DataFrame, path, title: str) -> None:
     left.set_ylim(0, 1)
     left.set_ylabel("win rate (95% Wilson)")
     scored = episodes.dropna(subset=["loss"])
+    colours = {"success": "tab:green", "failure": "tab:orange", "aborted": "tab:gray"}
     for i, outcome in enumerate(OUTCOMES):
         part = scored[scored["outcome"] == outcome]
-        right.scatter(part["loss"], [i] * len(part), alpha=0.7)
+        right.scatter(part["loss"], [i] * len(part), alpha=0.7, color=colours[outcome])
     right.set_yticks(range(len(OUTCOMES)), OUTCOMES)
     right.set_xlabel("loss proxy")
     fig.suptitle(title)
