@@ -376,3 +376,23 @@ def test_the_played_statistics_equal_hand_computations():
     scored, summary = proxy_check(episodes, proxy)
     assert scored["loss"].notna().all() and summary["auc"] == pytest.approx(1.0)
     assert summary["n_won"] == 5 and summary["n_not_won"] == 5 and summary["p"] < 0.05
+
+
+def test_players_from_the_config():
+    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.play import player_models
+
+    names, entries = player_models(
+        {"describer": "adapter", "guesser": "base"}, "/m/base", "{{ chat }}", {"WordDescriber": "/a/desc"}
+    )
+    assert names == ["WordDescriber-adapter", "base"]
+    by_name = {e["model_name"]: e for e in entries}
+    assert by_name["WordDescriber-adapter"]["model_config"]["peft_model"] == "/a/desc"
+    assert "peft_model" not in by_name["base"]["model_config"]
+    assert {e["backend"] for e in entries} == {"huggingface_local"}
+    assert {e["huggingface_id"] for e in entries} == {"/m/base"}
+    assert by_name["base"]["model_config"]["custom_chat_template"] == "{{ chat }}"
+    names, entries = player_models({"describer": "gpt-4o", "guesser": "mock"}, "/m/base", None, {})
+    assert names == ["gpt-4o", "mock"] and entries == []  # clemcore's own registry names
+    with pytest.raises(WorkflowInputError, match="WordGuesser adapter"):
+        player_models({"describer": "base"}, "/m/base", None, {})

@@ -9,8 +9,9 @@ episode across the sets) and clemcore's records are kept under played/{set}/reco
 
 Players (config `play.players.{describer,guesser}`): `adapter` (the base model with this
 workflow's adapter of that role), `base` (the base model alone), or the name of any model
-in clemcore's registry (local or API; API keys come from the user's own clemcore key file,
-never from this repository). The first two are entries of clemcore's `huggingface_local`
+in clemcore's registry (its packaged one, or the user's `play.model_registry` file; API
+keys come from the user's own clemcore key file, ~/.clemcore/key.json, never from this
+repository). The first two are entries of clemcore's `huggingface_local`
 backend in a model_registry.json that the rule writes under played/; clemcore reads it
 from the working directory, so the games run from there.
 
@@ -388,6 +389,8 @@ def run_play(
     names, entries = player_models(
         settings.get("players") or {}, resolve_base_model(base_model, revision), chat_template, adapters
     )
+    if settings.get("model_registry"):  # the user's own entries, after ours
+        entries += json.loads(Path(settings["model_registry"]).read_text())
     temperature = float(settings.get("temperature", 0.0))
     gen_args = {"temperature": temperature, "max_tokens": int(settings.get("max_new_tokens", 24))}
     models = load_player_models(names, entries, out_dir, gen_args, threads)

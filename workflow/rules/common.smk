@@ -426,3 +426,8 @@ def play_code():
         :16
     ]
     return "-".join([code("play.py"), own, code_version(master, PACKAGE_DIR)])
+
+
+def play_registry(wildcards):
+    """The user's own clemcore model registry, when configured: a tracked input."""
+    return [PLAY["model_registry"]] if PLAY.get("model_registry") else []

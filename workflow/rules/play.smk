@@ -11,6 +11,7 @@ rule play:
         tokenizer=rules.tokenize.output.tokenizer,
         adapters=play_adapters,
         files=generate_files,
+        user_registry=play_registry,
     output:
         hard=directory(f"{RESULTS}/{{game}}/{{role}}/played/hard"),
         easy=directory(f"{RESULTS}/{{game}}/{{role}}/played/easy"),
