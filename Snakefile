@@ -36,6 +36,7 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/counterfactual.smk"
 include: "workflow/rules/selection.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/play.smk"
 
 
 onstart:

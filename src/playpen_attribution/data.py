@@ -470,8 +470,14 @@ def prepare(
     drop_outcomes: Iterable[str],
     target_word_patterns: Iterable[str] = DEFAULT_TARGET_WORD_PATTERNS,
     keep_empty_completions: bool = False,
+    extra_files: Iterable[str] = (),
 ):
-    """Load, filter and convert both splits. Returns ({"train": df, "val": df}, summary)."""
+    """Load, filter and convert both splits. Returns ({"train": df, "val": df}, summary).
+
+    `extra_files` (hub-schema jsonl/json/parquet files, e.g. a previous round's
+    played/episodes.jsonl) join the training rows, after the dataset's own: the dataset's
+    row_ids stay as they were, the k-th file's rows get `extra{k}-{index in the file}`, and
+    a `source` column (only with extra files) says where each row came from."""
     splits = load_splits(dataset_path, dataset_name, dataset_revision)
     frames, summary = {}, {"game": game, "role": role, "dataset": dataset_path, "splits": {}}
     for ours, theirs in SPLITS.items():
@@ -480,6 +486,19 @@ def prepare(
         )
         frames[ours] = records_to_frame(records)
         summary["splits"][ours] = split_summary
+    extra_files = [str(f) for f in extra_files or ()]
+    if extra_files:
+        import pandas as pd
+
+        parts = [frames["train"].assign(source="dataset")]
+        for k, path in enumerate(extra_files):
+            dataset = _checked_dataset(read_split_file(path))
+            records, split_summary = prepare_split(
+                f"extra{k}", dataset, game, role, drop_outcomes, target_word_patterns, keep_empty_completions
+            )
+            parts.append(records_to_frame(records).assign(source=path))
+            summary["splits"][f"extra{k}"] = split_summary | {"path": path}
+        frames["train"] = pd.concat(parts, ignore_index=True)
     return frames, summary
 
 

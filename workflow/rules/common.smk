@@ -167,11 +167,12 @@ def dataset_input(wildcards):
     """The data files themselves, not their directory: rewriting a file inside a
     directory does not change the directory's mtime, so Snakemake would not see it."""
     path = config["dataset"]["path"]
+    extra = list(config["dataset"].get("extra_files") or [])
     if path == DEMO_DATA_DIR:
-        return DEMO_DATA_FILES
+        return DEMO_DATA_FILES + extra
     if looks_like_local_path(path) or os.path.exists(path):
-        return tracked_data_files(path) or [path]
-    return []  # a hub id: pinned by dataset.revision
+        return (tracked_data_files(path) or [path]) + extra
+    return extra  # a hub id: pinned by dataset.revision
 
 
 def model_input(wildcards):
@@ -470,3 +471,46 @@ def selection_adapter(path):
 def selection_inputs(name, trained_only=False):
     arms = [arm for arm in ARMS if not (trained_only and arm == "base")]
     return [f"{RESULTS}/{{game}}/{{role}}/selection/{arm}/{name}" for arm in arms]
+
+
+# Playing taboo through clemcore (play.smk).
+PLAY = config["play"]
+PLAY_ROLES = {"describer": "WordDescriber", "guesser": "WordGuesser"}
+
+
+def play_adapter_roles():
+    """The roles whose own adapter plays (play.players: adapter)."""
+    players = PLAY.get("players") or {}
+    return sorted(
+        role
+        for key, role in PLAY_ROLES.items()
+        if players.get(key, "adapter") == "adapter"
+    )
+
+
+def play_adapters(wildcards):
+    missing = [r for r in play_adapter_roles() if ("taboo", r) not in TARGETS]
+    if missing:
+        raise WorkflowError(
+            f"play.players: an `adapter` player needs this workflow's adapter of {missing}: "
+            "add {game: taboo, role: ...} to targets, or play `base` or a clemcore model"
+        )
+    return [f"{RESULTS}/taboo/{role}/adapter" for role in play_adapter_roles()]
+
+
+def play_code():
+    """code("play.py") plus the game master's code, its own and its imports' (clemcore
+    loads it by path, so no import leads there): editing the rules reruns play."""
+    import ast
+    import hashlib
+
+    master = PACKAGE_DIR / "clemgame" / "taboo" / "master.py"
+    own = hashlib.sha256(ast.dump(ast.parse(master.read_text())).encode()).hexdigest()[
+        :16
+    ]
+    return "-".join([code("play.py"), own, code_version(master, PACKAGE_DIR)])
+
+
+def play_registry(wildcards):
+    """The user's own clemcore model registry, when configured: a tracked input."""
+    return [PLAY["model_registry"]] if PLAY.get("model_registry") else []

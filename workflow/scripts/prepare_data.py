@@ -16,6 +16,7 @@ def main(snakemake):
         drop_outcomes=ds["drop_outcomes"],
         target_word_patterns=ds["target_word_patterns"],
         keep_empty_completions=ds["keep_empty_completions"],
+        extra_files=ds.get("extra_files") or [],
         train_path=snakemake.output.train,
         val_path=snakemake.output.val,
         eval_path=snakemake.output.eval,
