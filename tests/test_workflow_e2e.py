@@ -3,6 +3,7 @@ when a parameter, a data file, the chat template or the package code changes (dr
 and what the logs hold."""
 
 import json
+import os
 import re
 import shutil
 
@@ -219,6 +220,43 @@ def test_editing_a_data_row_reruns_from_prepare_data(workflow_copy):
     data.write_text("\n".join(lines) + "\n")
     jobs = planned_jobs(dry_run(workflow_copy))
     assert set(jobs) - {"all"} == {"prepare_data"} | DOWNSTREAM_OF_TOKENS | REPORTS
+
+
+def _finished_rules(output: str) -> set[str]:
+    """The rules of the jobs that a real run finished."""
+    return set(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", output))
+
+
+def _run(work) -> set[str]:
+    proc = run_snakemake(
+        "--cores", "2", f"--configfile={work / 'config.yaml'}", "-d", str(work), *TINY_TARGETS
+    )
+    return _finished_rules(proc.stdout + proc.stderr)
+
+
+def test_real_size_data_reruns_only_what_its_content_changes(workflow_copy):
+    """Issue 21, findings 8 and 9, on a data file over Snakemake's 1 MB checksum limit:
+    rows of a game that the target does not use (wordle; the target is taboo) rerun
+    prepare_data alone, whose outputs come out byte-identical (prepare_data is a
+    checkpoint: what follows is planned again once it has run), and a touch reruns
+    nothing (the workflow profile raises the checksum limit)."""
+    data = workflow_copy / "results/demo/playpen-data/train.jsonl"
+    lines = data.read_text().splitlines()
+    wordle = [line for line in lines if json.loads(line)["meta"]["game"] == "wordle"]
+    copies = 1_300_000 // len(wordle[0]) + 1
+    data.write_text("\n".join(lines + wordle[:1] * copies) + "\n")
+    assert data.stat().st_size > 1_300_000
+    before = {p: p.read_bytes() for p in (workflow_copy / OUT / "data").glob("*.parquet")}
+    # more rows read: data/summary.json and the reports that state it change, nothing else
+    assert _run(workflow_copy) <= {"prepare_data", "report_topk", "report_words"}
+    assert {p: p.read_bytes() for p in before} == before
+    # an edit of a wordle row: the same number of rows, the same summary
+    row = json.loads(wordle[0])
+    row["messages"][-1]["content"] += " (edited)"
+    data.write_text(data.read_text().replace(wordle[0], json.dumps(row), 1))
+    assert _run(workflow_copy) == {"prepare_data"}
+    os.utime(data)  # a touch (cp, git checkout)
+    assert "Nothing to be done" in dry_run(workflow_copy)
 
 
 def test_editing_the_chat_template_reruns_from_tokenize(workflow_copy):

@@ -121,6 +121,16 @@ def dataset_input(wildcards):
     return []  # a hub id: pinned by dataset.revision
 
 
+def prepared_data(wildcards):
+    """Nothing, once prepare_data (a checkpoint) is done for this target; until then it
+    defers the job. Every job after prepare_data takes it, so that all of them are planned
+    again when it has run: a prepare_data whose outputs came out unchanged (an edit of
+    another game's rows) then reruns nothing after it. A dry run cannot know that yet and
+    lists them all."""
+    checkpoints.prepare_data.get(game=wildcards.game, role=wildcards.role)
+    return []
+
+
 def model_input(wildcards):
     path = config["model"]["name_or_path"]
     return path if path == DEMO_MODEL_DIR or os.path.exists(path) else []

@@ -7,6 +7,7 @@ rule generate_instances:
         val=rules.prepare_data.output.val,
         schema=TABOO_INSTANCES_SCHEMA,
         files=generate_files,
+        prepared=prepared_data,
     output:
         instances=f"{RESULTS}/{{game}}/{{role}}/generated/instances.json",
         control=f"{RESULTS}/{{game}}/{{role}}/generated/control_instances.json",
@@ -43,6 +44,7 @@ rule score_generated:
         adapter=rules.bootstrap_adapter.output[0],
         tokenizer=rules.tokenize.output.tokenizer,
         files=generate_files,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/generated/hardness.parquet",
         plot=report(

@@ -10,6 +10,7 @@ rule report_topk:
         words=words_input,
         data_summary=rules.prepare_data.output.summary,
         tokens_summary=rules.tokenize.output.summary,
+        prepared=prepared_data,
     output:
         topk=f"{RESULTS}/{{game}}/{{role}}/topk.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/topk.md",
@@ -50,6 +51,7 @@ rule report_words:
         val=rules.prepare_data.output.val,
         data_summary=rules.prepare_data.output.summary,
         tokens_summary=rules.tokenize.output.summary,
+        prepared=prepared_data,
     output:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/words.md",
