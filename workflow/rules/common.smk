@@ -9,6 +9,7 @@ from playpen_attribution.counterfactual import (
     parse_removal,
     removal_names,
 )
+from playpen_attribution.manifest import write_manifest
 from playpen_attribution.paths import looks_like_local_path, tracked_data_files
 from playpen_attribution.selection import arm_names as selection_arm_names
 from playpen_attribution.selection import arm_pattern as selection_arm_pattern
@@ -29,6 +30,8 @@ PLANTED = (
     and config.get("demo_data", {}).get("planted_copies", 0) > 0
 )
 DEMO_MODEL_DIR = "results/demo/models/gemma-3-270m"
+# The content manifest of the demo's model directory: written with it by prepare_demo_model.
+DEMO_MODEL_MANIFEST = f"{DEMO_MODEL_DIR}.manifest.json"
 
 # Threads for the torch-heavy jobs; Snakemake scales this down to --cores and exports it
 # as OMP_NUM_THREADS, which torch follows.
@@ -131,9 +134,35 @@ def prepared_data(wildcards):
     return []
 
 
-def model_input(wildcards):
+def _model_manifest():
+    """Where the manifest of a local model directory lives (manifest.py), or None for a
+    hub id (pinned by model.revision)."""
     path = config["model"]["name_or_path"]
-    return path if path == DEMO_MODEL_DIR or os.path.exists(path) else []
+    if path == DEMO_MODEL_DIR:
+        return DEMO_MODEL_MANIFEST
+    if os.path.isdir(path):
+        return f"{RESULTS}/models/{Path(path).name}.manifest.json"
+    return None
+
+
+MODEL_MANIFEST = _model_manifest()
+# Refreshed at parse time, dry runs included: rewritten only when a file of the model
+# directory changed (hashing only files whose size or mtime changed), so that the rules
+# that load the model see the change. Not in a cluster job's own parse of the Snakefile.
+if (
+    MODEL_MANIFEST
+    and getattr(workflow.exec_mode, "name", "DEFAULT") == "DEFAULT"
+    and os.path.isdir(config["model"]["name_or_path"])
+    and (MODEL_MANIFEST != DEMO_MODEL_MANIFEST or os.path.exists(MODEL_MANIFEST))
+):
+    write_manifest(config["model"]["name_or_path"], MODEL_MANIFEST)
+
+
+def model_input(wildcards):
+    """The model directory's content manifest, not the directory: Snakemake sees a
+    directory as one file, blind to an edit of the chat template or the weights in it.
+    """
+    return MODEL_MANIFEST or []
 
 
 def chat_template_input(wildcards):

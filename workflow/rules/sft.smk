@@ -1,6 +1,7 @@
 rule prepare_demo_model:
     output:
         directory(DEMO_MODEL_DIR),
+        DEMO_MODEL_MANIFEST,
     log:
         f"{RESULTS}/logs/prepare_demo_model.log",
     benchmark:
