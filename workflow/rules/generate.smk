@@ -2,7 +2,7 @@
 # like the hard, high-impact seed words; score_generated checks their hardness on CPU.
 rule generate_instances:
     input:
-        words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
+        words=rules.word_scores.output.words,
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
         schema=TABOO_INSTANCES_SCHEMA,
@@ -38,7 +38,7 @@ rule generate_instances:
 
 rule score_generated:
     input:
-        words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
+        words=rules.word_scores.output.words,
         val=rules.prepare_data.output.val,
         generated=rules.generate_instances.output.words,
         adapter=rules.bootstrap_adapter.output[0],

@@ -79,3 +79,28 @@ rule report_words:
         code=code("report_words.py"),
     script:
         "../scripts/report_words.py"
+
+
+# The per-word influence without report.k's top-k/bottom-k counts: what generate.smk
+# reads, so that changing report.k reruns no generation (words.parquet has the counts).
+rule word_scores:
+    input:
+        scores=report_scores,
+        train=rules.prepare_data.output.train,
+        val=rules.prepare_data.output.val,
+        prepared=prepared_data,
+    output:
+        words=f"{RESULTS}/{{game}}/{{role}}/word_scores.parquet",
+    log:
+        log_path("word_scores"),
+    benchmark:
+        benchmark_path("word_scores")
+    wildcard_constraints:
+        game="taboo",
+    resources:
+        runtime=15,
+    params:
+        aggregation=config["report"]["aggregation"],
+        code=code("word_scores.py"),
+    script:
+        "../scripts/word_scores.py"
