@@ -3,6 +3,7 @@ when a parameter, a data file, the chat template or the package code changes (dr
 and what the logs hold."""
 
 import json
+import os
 import re
 import shutil
 
@@ -15,7 +16,7 @@ from test_workflow import planned_jobs
 OUT = "results/demo/taboo/WordGuesser"
 
 
-def dry_run(workflow_dir, snakefile=None, **changes):
+def dry_run(workflow_dir, snakefile=None, targets=(), **changes):
     """Dry run with some config sections updated (a config file: --config values are strings)."""
     config = yaml.safe_load((workflow_dir / "config.yaml").read_text())
 
@@ -30,7 +31,7 @@ def dry_run(workflow_dir, snakefile=None, **changes):
     changed = workflow_dir / "changed.yaml"
     changed.write_text(yaml.safe_dump(config, sort_keys=True))
     args = ["-s", str(snakefile)] if snakefile else []
-    proc = run_snakemake(*args, "-n", "--configfile", str(changed), "-d", str(workflow_dir))
+    proc = run_snakemake(*args, "-n", "--configfile", str(changed), "-d", str(workflow_dir), *targets)
     return proc.stdout + proc.stderr
 
 
@@ -102,8 +103,10 @@ def test_no_op_rerun_has_nothing_to_do(workflow_dir):
 
 
 def test_changing_k_reruns_only_the_reports(workflow_dir):
-    jobs = planned_jobs(dry_run(workflow_dir, report={"k": 2}))
-    assert set(jobs) - {"all"} == {"report_topk", "report_words", "compare_rankings"}
+    """Only the rules that read report.k; not the generation of new instances, which
+    reads word_scores.parquet (issue 21, finding 11: score_generated loads the model)."""
+    jobs = planned_jobs(dry_run(workflow_dir, targets=TINY_TARGETS, report={"k": 2}))
+    assert set(jobs) == {"report_topk", "report_words", "compare_rankings"}
 
 
 def test_changing_the_mask_reruns_from_tokenize(workflow_dir):
@@ -221,6 +224,62 @@ def test_editing_a_data_row_reruns_from_prepare_data(workflow_copy):
     assert set(jobs) - {"all"} == {"prepare_data"} | DOWNSTREAM_OF_TOKENS | REPORTS
 
 
+def _finished_rules(output: str) -> set[str]:
+    """The rules of the jobs that a real run finished."""
+    return set(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", output))
+
+
+def _run(work) -> set[str]:
+    proc = run_snakemake(
+        "--cores", "2", f"--configfile={work / 'config.yaml'}", "-d", str(work), *TINY_TARGETS
+    )
+    return _finished_rules(proc.stdout + proc.stderr)
+
+
+def test_real_size_data_reruns_only_what_its_content_changes(workflow_copy):
+    """Issue 21, findings 8 and 9, on a data file over Snakemake's 1 MB checksum limit:
+    rows of a game that the target does not use (wordle; the target is taboo) rerun
+    prepare_data alone, whose outputs come out byte-identical (prepare_data is a
+    checkpoint: what follows is planned again once it has run), and a touch reruns
+    nothing (the workflow profile raises the checksum limit)."""
+    data = workflow_copy / "results/demo/playpen-data/train.jsonl"
+    lines = data.read_text().splitlines()
+    wordle = [line for line in lines if json.loads(line)["meta"]["game"] == "wordle"]
+    copies = 1_300_000 // len(wordle[0]) + 1
+    data.write_text("\n".join(lines + wordle[:1] * copies) + "\n")
+    assert data.stat().st_size > 1_300_000
+    before = {p: p.read_bytes() for p in (workflow_copy / OUT / "data").glob("*.parquet")}
+    # more rows read: data/summary.json and the reports that state it change, nothing else
+    assert _run(workflow_copy) <= {"prepare_data", "report_topk", "report_words"}
+    assert {p: p.read_bytes() for p in before} == before
+    # an edit of a wordle row: the same number of rows, the same summary
+    row = json.loads(wordle[0])
+    row["messages"][-1]["content"] += " (edited)"
+    data.write_text(data.read_text().replace(wordle[0], json.dumps(row), 1))
+    assert _run(workflow_copy) == {"prepare_data"}
+    os.utime(data)  # a touch (cp, git checkout)
+    assert "Nothing to be done" in dry_run(workflow_copy)
+
+
+def test_the_model_directory_is_tracked_by_content(workflow_copy, tiny_gemma_dir):
+    """Issue 21, finding 1: an edit of a file inside a local model directory (the demo's
+    own chat template, the weights) went unseen; a touch must rerun nothing. The model
+    directory is the session's: its files are restored, mtimes included."""
+    template, weights = tiny_gemma_dir / "chat_template.jinja", tiny_gemma_dir / "model.safetensors"
+    saved = {path: (path.read_bytes(), path.stat()) for path in (template, weights)}
+    try:
+        os.utime(weights)
+        assert "Nothing to be done" in dry_run(workflow_copy)
+        assert "<start_of_turn>" in template.read_text()
+        template.write_text(template.read_text().replace("<start_of_turn>", "<start_of_turn> "))
+        jobs = planned_jobs(dry_run(workflow_copy))
+        assert set(jobs) - {"all"} == DOWNSTREAM_OF_TOKENS | REPORTS
+    finally:
+        for path, (content, stat) in saved.items():
+            path.write_bytes(content)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_editing_the_chat_template_reruns_from_tokenize(workflow_copy):
     template = workflow_copy / "chat_template.jinja"
     template.write_text(template.read_text() + "\n")
@@ -231,7 +290,11 @@ def test_editing_the_chat_template_reruns_from_tokenize(workflow_copy):
 def test_the_code_hash_follows_the_code_not_its_location_or_comments(workflow_copy, code_copy):
     assert "Nothing to be done" in dry_run(workflow_copy, snakefile=code_copy / "Snakefile")
     tokens = code_copy / "src/playpen_attribution/tokens.py"
-    tokens.write_text(tokens.read_text() + "\n# a comment changes no output\n")
+    text = tokens.read_text()
+    assert text.startswith('"""One tokenization for SFT and attribution.')
+    # a comment and a docstring edit (issue 21, finding 10) change no output
+    text = text.replace('"""One tokenization', '"""One tokenization, edited,', 1)
+    tokens.write_text(text + "\n# a comment changes no output\n")
     assert "Nothing to be done" in dry_run(workflow_copy, snakefile=code_copy / "Snakefile")
 
 

@@ -4,8 +4,9 @@ Snakemake's code trigger sees only a rule's `script:` file, and ours are thin: t
 lives in this package. Each rule therefore gets a `code` param: a hash of the modules its
 script imports, followed transitively through the package's own imports (including imports
 inside functions). Parameters are stored with each output, so a change of the hash plans
-the rule again. The hash is over the parsed syntax tree, so comments and formatting don't
-count, and over file contents rather than mtimes, so a fresh checkout reruns nothing.
+the rule again. The hash is over the parsed syntax tree without docstrings, so comments,
+docstrings and formatting don't count, and over file contents rather than mtimes, so a
+fresh checkout reruns nothing.
 
 Light (stdlib only): the Snakefile imports it at parse time.
 """
@@ -55,10 +56,31 @@ def module_closure(script: str | Path, package_dir: str | Path) -> list[Path]:
     return [seen[name] for name in sorted(seen)]
 
 
+_WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """`tree` with the docstrings of its module, classes and functions removed (in place):
+    they document the code and change no output."""
+    for node in ast.walk(tree):
+        if not isinstance(node, _WITH_DOCSTRING):
+            continue
+        first = node.body[0] if node.body else None
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
+            node.body = node.body[1:]
+    return tree
+
+
 def code_version(script: str | Path, package_dir: str | Path) -> str:
-    """Hash of the syntax trees of the modules `script` runs (16 hex digits)."""
+    """Hash of the syntax trees of the modules `script` runs, without their docstrings
+    (16 hex digits)."""
     digest = hashlib.sha256()
     for path in module_closure(script, package_dir):
         digest.update(path.name.encode() + b"\0")
-        digest.update(ast.dump(ast.parse(path.read_text())).encode() + b"\0")
+        tree = _without_docstrings(ast.parse(path.read_text()))
+        digest.update(ast.dump(tree).encode() + b"\0")
     return digest.hexdigest()[:16]

@@ -438,6 +438,20 @@ def write_topk_report(
     )
 
 
+def write_word_scores(scores_path, train_path, val_path, aggregation, words_out) -> None:
+    """The word_scores rule: words.parquet without the top-k/bottom-k counts, so that
+    what reads it (generate_instances, score_generated) does not rerun when report.k
+    changes."""
+    from .io import write_parquet
+
+    scored = join_scores(
+        with_aggregation(pd.read_parquet(scores_path), aggregation), pd.read_parquet(train_path)
+    )
+    # k only decides n_top and n_bottom, dropped here
+    words = word_influence(scored, pd.read_parquet(val_path), 1).drop(columns=["n_top", "n_bottom"])
+    write_parquet(words, words_out)
+
+
 def write_words_report(
     scores_path,
     train_path,

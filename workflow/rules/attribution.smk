@@ -2,6 +2,7 @@ rule hessian:
     input:
         adapter=rules.bootstrap_adapter.output[0],
         tokens=hessian_tokens_input,
+        prepared=prepared_data,
     output:
         directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/hessian"),
     log:
@@ -27,6 +28,7 @@ rule reduce_query:
         adapter=rules.bootstrap_adapter.output[0],
         val=rules.tokenize.output.val,
         hessian=hessian_input,
+        prepared=prepared_data,
     output:
         directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/query"),
     log:
@@ -52,6 +54,7 @@ rule score_train:
         val=rules.tokenize.output.val,
         query=rules.reduce_query.output[0],
         hessian=hessian_input,
+        prepared=prepared_data,
     output:
         # Bergson's own score run: scores.parquet and matrix.npy hold everything in it.
         run=temp(directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/score")),
@@ -78,6 +81,7 @@ rule compare_rankings:
     input:
         scores=method_scores,
         train=rules.prepare_data.output.train,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/attribution/compare.parquet",
         plot=report(
@@ -108,6 +112,7 @@ rule report_planted:
         train=rules.prepare_data.output.train,
         # only to say which copies are of held-out rows (they cannot be found)
         eval=rules.prepare_data.output.eval,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/attribution/planted.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/attribution/planted.md",

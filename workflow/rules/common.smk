@@ -12,6 +12,7 @@ from playpen_attribution.counterfactual import (
     parse_removal,
     removal_names,
 )
+from playpen_attribution.manifest import write_manifest
 from playpen_attribution.paths import (
     hub_id_problem,
     looks_like_local_path,
@@ -73,6 +74,8 @@ PLANTED = (
     and config.get("demo_data", {}).get("planted_copies", 0) > 0
 )
 DEMO_MODEL_DIR = "results/demo/models/gemma-3-270m"
+# The content manifest of the demo's model directory: written with it by prepare_demo_model.
+DEMO_MODEL_MANIFEST = f"{DEMO_MODEL_DIR}.manifest.json"
 
 # Threads for the torch-heavy jobs; Snakemake scales this down to --cores and exports it
 # as OMP_NUM_THREADS, which torch follows.
@@ -175,9 +178,45 @@ def dataset_input(wildcards):
     return extra  # a hub id: pinned by dataset.revision
 
 
-def model_input(wildcards):
+def prepared_data(wildcards):
+    """Nothing, once prepare_data (a checkpoint) is done for this target; until then it
+    defers the job. Every job after prepare_data takes it, so that all of them are planned
+    again when it has run: a prepare_data whose outputs came out unchanged (an edit of
+    another game's rows) then reruns nothing after it. A dry run cannot know that yet and
+    lists them all."""
+    checkpoints.prepare_data.get(game=wildcards.game, role=wildcards.role)
+    return []
+
+
+def _model_manifest():
+    """Where the manifest of a local model directory lives (manifest.py), or None for a
+    hub id (pinned by model.revision)."""
     path = config["model"]["name_or_path"]
-    return path if path == DEMO_MODEL_DIR or os.path.exists(path) else []
+    if path == DEMO_MODEL_DIR:
+        return DEMO_MODEL_MANIFEST
+    if os.path.isdir(path):
+        return f"{RESULTS}/models/{Path(path).name}.manifest.json"
+    return None
+
+
+MODEL_MANIFEST = _model_manifest()
+# Refreshed at parse time, dry runs included: rewritten only when a file of the model
+# directory changed (hashing only files whose size or mtime changed), so that the rules
+# that load the model see the change. Not in a cluster job's own parse of the Snakefile.
+if (
+    MODEL_MANIFEST
+    and getattr(workflow.exec_mode, "name", "DEFAULT") == "DEFAULT"
+    and os.path.isdir(config["model"]["name_or_path"])
+    and (MODEL_MANIFEST != DEMO_MODEL_MANIFEST or os.path.exists(MODEL_MANIFEST))
+):
+    write_manifest(config["model"]["name_or_path"], MODEL_MANIFEST)
+
+
+def model_input(wildcards):
+    """The model directory's content manifest, not the directory: Snakemake sees a
+    directory as one file, blind to an edit of the chat template or the weights in it.
+    """
+    return MODEL_MANIFEST or []
 
 
 def chat_template_input(wildcards):

@@ -6,6 +6,7 @@ rule counterfactual_removal:
     input:
         train=rules.tokenize.output.train,
         scores=removal_scores,
+        prepared=prepared_data,
     output:
         counterfactual_path("removed.json"),
     log:
@@ -32,6 +33,7 @@ rule retrain:
         tokenizer=rules.tokenize.output.tokenizer,
         model=model_input,
         removed=rules.counterfactual_removal.output[0],
+        prepared=prepared_data,
     output:
         adapter=retrained_adapter(counterfactual_path("adapter")),
         metrics=counterfactual_path("metrics.parquet"),
@@ -62,6 +64,7 @@ rule counterfactual:
         removed=counterfactual_inputs("removed.json"),
         summaries=counterfactual_inputs("summary.json"),
         scores=counterfactual_scores,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/counterfactual.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/counterfactual.md",

@@ -2,11 +2,12 @@
 # like the hard, high-impact seed words; score_generated checks their hardness on CPU.
 rule generate_instances:
     input:
-        words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
+        words=rules.word_scores.output.words,
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
         schema=TABOO_INSTANCES_SCHEMA,
         files=generate_files,
+        prepared=prepared_data,
     output:
         instances=f"{RESULTS}/{{game}}/{{role}}/generated/instances.json",
         control=f"{RESULTS}/{{game}}/{{role}}/generated/control_instances.json",
@@ -37,12 +38,13 @@ rule generate_instances:
 
 rule score_generated:
     input:
-        words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
+        words=rules.word_scores.output.words,
         val=rules.prepare_data.output.val,
         generated=rules.generate_instances.output.words,
         adapter=rules.bootstrap_adapter.output[0],
         tokenizer=rules.tokenize.output.tokenizer,
         files=generate_files,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/generated/hardness.parquet",
         plot=report(

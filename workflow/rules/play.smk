@@ -12,6 +12,8 @@ rule play:
         adapters=play_adapters,
         files=generate_files,
         user_registry=play_registry,
+        model=model_input,
+        prepared=prepared_data,
     output:
         hard=directory(f"{RESULTS}/{{game}}/{{role}}/played/hard"),
         easy=directory(f"{RESULTS}/{{game}}/{{role}}/played/easy"),
@@ -45,6 +47,7 @@ rule played_hardness:
     input:
         episodes=rules.play.output.episodes,
         proxy=rules.score_generated.output.table,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/played/hardness.parquet",
         outcomes=f"{RESULTS}/{{game}}/{{role}}/played/outcomes.parquet",

@@ -10,6 +10,7 @@ rule report_topk:
         words=words_input,
         data_summary=rules.prepare_data.output.summary,
         tokens_summary=rules.tokenize.output.summary,
+        prepared=prepared_data,
     output:
         topk=f"{RESULTS}/{{game}}/{{role}}/topk.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/topk.md",
@@ -50,6 +51,7 @@ rule report_words:
         val=rules.prepare_data.output.val,
         data_summary=rules.prepare_data.output.summary,
         tokens_summary=rules.tokenize.output.summary,
+        prepared=prepared_data,
     output:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/words.md",
@@ -80,3 +82,28 @@ rule report_words:
         code=code("report_words.py"),
     script:
         "../scripts/report_words.py"
+
+
+# The per-word influence without report.k's top-k/bottom-k counts: what generate.smk
+# reads, so that changing report.k reruns no generation (words.parquet has the counts).
+rule word_scores:
+    input:
+        scores=report_scores,
+        train=rules.prepare_data.output.train,
+        val=rules.prepare_data.output.val,
+        prepared=prepared_data,
+    output:
+        words=f"{RESULTS}/{{game}}/{{role}}/word_scores.parquet",
+    log:
+        log_path("word_scores"),
+    benchmark:
+        benchmark_path("word_scores")
+    wildcard_constraints:
+        game="taboo",
+    resources:
+        runtime=15,
+    params:
+        aggregation=config["report"]["aggregation"],
+        code=code("word_scores.py"),
+    script:
+        "../scripts/word_scores.py"

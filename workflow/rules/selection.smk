@@ -6,6 +6,7 @@ rule selection_arm:
     input:
         train=rules.tokenize.output.train,
         scores=arm_scores,
+        prepared=prepared_data,
     output:
         selection_path("selected.json"),
     log:
@@ -28,6 +29,7 @@ rule train_arm:
         tokenizer=rules.tokenize.output.tokenizer,
         model=model_input,
         selected=rules.selection_arm.output[0],
+        prepared=prepared_data,
     output:
         adapter=selection_adapter(selection_path("adapter")),
         metrics=selection_path("metrics.parquet"),
@@ -63,6 +65,7 @@ rule evaluate_arm:
         tokenizer=rules.tokenize.output.tokenizer,
         model=model_input,
         adapter=arm_adapter,
+        prepared=prepared_data,
     output:
         rows=selection_path("eval.parquet"),
         summary=selection_path("eval.json"),
@@ -90,6 +93,7 @@ rule selection:
         evaluations=selection_inputs("eval.json"),
         rows=selection_inputs("eval.parquet"),
         data_summary=rules.prepare_data.output.summary,
+        prepared=prepared_data,
     output:
         table=f"{RESULTS}/{{game}}/{{role}}/selection.parquet",
         summary=f"{RESULTS}/{{game}}/{{role}}/selection.md",

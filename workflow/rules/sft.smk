@@ -1,6 +1,7 @@
 rule prepare_demo_model:
     output:
         directory(DEMO_MODEL_DIR),
+        DEMO_MODEL_MANIFEST,
     log:
         f"{RESULTS}/logs/prepare_demo_model.log",
     benchmark:
@@ -21,6 +22,7 @@ rule tokenize:
         eval=f"{RESULTS}/{{game}}/{{role}}/data/eval.parquet",
         model=model_input,
         chat_template=chat_template_input,
+        prepared=prepared_data,
     output:
         train=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/train"),
         val=directory(f"{RESULTS}/{{game}}/{{role}}/tokens/val"),
@@ -47,6 +49,7 @@ rule train_lora:
         val=rules.tokenize.output.val,
         tokenizer=rules.tokenize.output.tokenizer,
         model=model_input,
+        prepared=prepared_data,
     output:
         adapter=directory(f"{RESULTS}/{{game}}/{{role}}/sft/adapter"),
         metrics=f"{RESULTS}/{{game}}/{{role}}/sft/metrics.parquet",
@@ -80,6 +83,7 @@ rule bootstrap_adapter:
     input:
         adapter=rules.train_lora.output.adapter,
         model=model_input,
+        prepared=prepared_data,
     output:
         directory(f"{RESULTS}/{{game}}/{{role}}/adapter"),
     log:

@@ -4,9 +4,11 @@ from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
+    from playpen_attribution.manifest import write_manifest
     from playpen_attribution.models import prepare_demo_model
 
     prepare_demo_model(snakemake.output[0])
+    write_manifest(snakemake.output[0], snakemake.output[1])
 
 
 run_step(snakemake, main)  # noqa: F821
