@@ -120,7 +120,16 @@ def test_cheaper_settings_are_cheaper():
 
 
 def test_guesser_tokens_are_short(guesser_tokens):
-    # the byte test above fits on these rows: keep them few and short
+    """The byte test above fits on these rows: they must stay few and short (measured:
+    8 train rows of 21-26 tokens, 6-7 of them trained; 3 val rows). One token batch of
+    256 then holds every train row."""
     from playpen_attribution.tokens import load_token_dataset
 
-    assert len(load_token_dataset(guesser_tokens[0])) == len(GUESSER_ROWS)
+    for tokens_dir, n_rows in zip(guesser_tokens, (len(GUESSER_ROWS), 3)):
+        tokens = load_token_dataset(tokens_dir)
+        lengths = list(tokens["n_tokens"])
+        assert len(tokens) == n_rows
+        assert [len(ids) for ids in tokens["input_ids"]] == lengths
+        assert all(16 <= n <= 32 for n in lengths), lengths
+        assert all(1 <= sum(label != -100 for label in row) <= 10 for row in tokens["labels"])
+    assert sum(list(load_token_dataset(guesser_tokens[0])["n_tokens"])) <= 256
