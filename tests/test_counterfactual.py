@@ -362,6 +362,9 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     assert (table["steps"] == 2).all() and (table["budget"] == "steps").all()  # tiny config: max_steps 2
     assert table["delta"].tolist() == pytest.approx((table["val_loss"] - table.loc[0, "val_loss"]).tolist())
     assert table["val_loss"].nunique() == 3  # three different retrains, not one copied
+    # The rules pass the retrain train_lora's settings: the baseline retraces its curve.
+    baseline_losses = _train_losses(out / "counterfactual/baseline/metrics.parquet")
+    assert len(baseline_losses) == 2 and baseline_losses == _train_losses(out / "sft/metrics.parquet")
 
     scores = pd.read_parquet(out / "attribution/none/scores.parquet")
     mean_by_id = dict(zip(scores["row_id"], scores["mean"]))
