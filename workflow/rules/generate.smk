@@ -5,7 +5,6 @@ rule generate_instances:
         words=f"{RESULTS}/{{game}}/{{role}}/words.parquet",
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
-        schema=TABOO_INSTANCES_SCHEMA,
         files=generate_files,
     output:
         instances=f"{RESULTS}/{{game}}/{{role}}/generated/instances.json",
@@ -30,6 +29,7 @@ rule generate_instances:
     params:
         generate=config_section("generate"),
         seed=config["seed"],
+        schema_sha256=TABOO_INSTANCES_SCHEMA_SHA256,
         code=code("generate_instances.py"),
     script:
         "../scripts/generate_instances.py"
