@@ -392,6 +392,19 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     assert _planned_removals(output, "counterfactual_removal") == {"proponents-f0.5"}
     assert "attribution/kfac/scores.parquet" in output
 
+    # Code edits (no rule of the tiny run runs these modules, test_workflow_e2e): the
+    # removal and retrain code reruns every removal and retrain, then the table; the
+    # report code only the table.
+    from test_workflow_e2e import code_change_summary, copy_code, edit_module
+
+    for module, changed, planned in (
+        ("counterfactual.py", {"counterfactual_removal", "retrain"}, {"counterfactual_removal", "retrain"}),
+        ("counterfactual_report.py", {"counterfactual"}, set()),
+    ):
+        code = copy_code(tmp_path / f"code-{module}")
+        edit_module(code, module)
+        assert code_change_summary(work, code, [target]) == (changed, planned | {"counterfactual"})
+
 
 @pytest.mark.parametrize(
     ("section", "messages"),
