@@ -375,3 +375,84 @@ def test_matrix_row_means_equal_the_mean_query_scores(tmp_path, adapter, gemma_t
     scores = pd.read_parquet(tmp_path / "rows" / "scores.parquet")
     assert_close_up_to_fp32_rounding(scores["mean"], mean_query["score"])
     assert_close_up_to_fp32_rounding(scores["nearest"], matrix.max(axis=1))
+
+
+# Settings and methods no other test runs, one Bergson run each (a preconditioner adds its
+# fit). Unit-normalised, so a copy of a validation row scores ~1 against that row.
+UNEXERCISED = {
+    # a random projection of the gradients, the summed loss, and the MLP LoRA left out
+    "projection-sum-filter": (
+        AttributionSettings(
+            precision="fp32",
+            token_batch_size=256,
+            projection_dim=16,
+            loss_reduction="sum",
+            filter_modules="*.mlp.*",
+        ),
+        "none",
+    ),
+    "tkfac": (SETTINGS, "tkfac"),
+    "shampoo": (SETTINGS, "shampoo"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNEXERCISED))
+def test_unexercised_settings_score_every_row_and_rank_a_copy_first(tmp_path, adapter, gemma_tokenizer, case):
+    """Each setting scores every training row (finite, in input order), and under the
+    workflow's per-validation-row queries a planted copy of a validation row is that
+    row's top training row, and the top row under `nearest`."""
+    import json
+
+    settings, method = UNEXERCISED[case]
+    val_chats = CLUE_CHATS[:3]
+    train_chats = CLUE_CHATS[3:8] + [val_chats[0]] + CLUE_CHATS[8:11] + [val_chats[2]]
+    copies = {"train-5": "val-0", "train-9": "val-2"}
+    train_dir = _tokens(tmp_path, "train", train_chats, gemma_tokenizer)
+    val_dir = _tokens(tmp_path, "val", val_chats, gemma_tokenizer)
+    preconditioner, hessian = None, None
+    if method != "none":
+        preconditioner = PreconditionerSettings(method=method, use_dataset_labels=True)
+        hessian = tmp_path / "hessian"
+        fit_hessian(adapter, [train_dir], hessian, settings, preconditioner)
+    reduce_query(adapter, val_dir, tmp_path / "query", settings, preconditioner, hessian, aggregation="none")
+    score_train(
+        adapter,
+        train_dir,
+        tmp_path / "query",
+        tmp_path / "score",
+        tmp_path / "scores.parquet",
+        settings,
+        preconditioner,
+        hessian,
+        val_tokens_dir=val_dir,
+        matrix_path=tmp_path / "matrix.npy",
+        matrix_ids_path=tmp_path / "ids.json",
+    )
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    matrix = np.load(tmp_path / "matrix.npy")
+    assert scores["row_id"].tolist() == [f"train-{i}" for i in range(len(train_chats))]
+    assert matrix.shape == (len(train_chats), 3) and np.isfinite(matrix).all()
+    assert np.isfinite(scores[["mean", "nearest", "rank_mean"]].to_numpy()).all()
+    assert json.loads((tmp_path / "ids.json").read_text())["columns"] == ["val-0", "val-1", "val-2"]
+    for copy, val_row in copies.items():
+        assert scores.set_index("row_id").at[copy, "best_val_row_id"] == val_row
+        column = matrix[:, int(val_row.split("-")[1])]
+        assert scores["row_id"][int(column.argmax())] == copy, column
+    top = scores.sort_values("nearest", ascending=False)["row_id"].tolist()
+    assert set(top[:2]) == set(copies), scores.sort_values("nearest", ascending=False)
+    # the settings reached bergson: its query run records them
+    # The settings reached bergson: its query run records them and the gradients it kept.
+    import yaml
+
+    run = tmp_path / "query" / "run"
+    step = yaml.safe_load((run / "config.yaml").read_text())["steps"][0]["reduce"]
+    grad_sizes = json.loads((run / "info.json").read_text())["grad_sizes"]
+    assert step["index_cfg"]["projection_dim"] == settings.projection_dim
+    assert step["index_cfg"]["loss_reduction"] == settings.loss_reduction
+    assert (step["preprocess_cfg"]["hessian_path"] is None) == (method == "none")
+    if settings.filter_modules:  # 16 of the 28 LoRA matrices: attention only
+        assert len(grad_sizes) == 16 and not any(".mlp." in name for name in grad_sizes)
+    else:
+        assert len(grad_sizes) == 28
+    if settings.projection_dim:  # per module, projection_dim x projection_dim
+        assert set(grad_sizes.values()) == {settings.projection_dim**2}

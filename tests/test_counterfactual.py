@@ -4,6 +4,7 @@ counterfactual.parquet target end to end on the tiny model."""
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -361,6 +362,9 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     assert (table["steps"] == 2).all() and (table["budget"] == "steps").all()  # tiny config: max_steps 2
     assert table["delta"].tolist() == pytest.approx((table["val_loss"] - table.loc[0, "val_loss"]).tolist())
     assert table["val_loss"].nunique() == 3  # three different retrains, not one copied
+    # The rules pass the retrain train_lora's settings: the baseline retraces its curve.
+    baseline_losses = _train_losses(out / "counterfactual/baseline/metrics.parquet")
+    assert len(baseline_losses) == 2 and baseline_losses == _train_losses(out / "sft/metrics.parquet")
 
     scores = pd.read_parquet(out / "attribution/none/scores.parquet")
     mean_by_id = dict(zip(scores["row_id"], scores["mean"]))
@@ -387,6 +391,19 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     output = _dry_run(work, target, counterfactual={"method": "kfac"})
     assert _planned_removals(output, "counterfactual_removal") == {"proponents-f0.5"}
     assert "attribution/kfac/scores.parquet" in output
+
+    # Code edits (no rule of the tiny run runs these modules, test_workflow_e2e): the
+    # removal and retrain code reruns every removal and retrain, then the table; the
+    # report code only the table.
+    from test_workflow_e2e import code_change_summary, copy_code, edit_module
+
+    for module, changed, planned in (
+        ("counterfactual.py", {"counterfactual_removal", "retrain"}, {"counterfactual_removal", "retrain"}),
+        ("counterfactual_report.py", {"counterfactual"}, set()),
+    ):
+        code = copy_code(tmp_path / f"code-{module}")
+        edit_module(code, module)
+        assert code_change_summary(work, code, [target]) == (changed, planned | {"counterfactual"})
 
 
 @pytest.mark.parametrize(
@@ -436,3 +453,67 @@ def test_the_demo_preset_plans_one_baseline_and_five_removals(tmp_path):
         "random-f0.1-s1",
         "random-f0.1-s2",
     }
+
+
+def _train_losses(metrics_path) -> list[float]:
+    metrics = pd.read_parquet(metrics_path)
+    return metrics.loc[metrics["split"] == "train", "loss"].tolist()
+
+
+def _baseline_retrain(tiny_gemma_dir, guesser_tokens, lora, settings, out):
+    removed_path = out / "removed.json"
+    out.mkdir(parents=True)
+    removed_path.write_text(json.dumps(parse_removal("baseline") | {"n_removed": 0, "removed_row_ids": []}))
+    run_retrain(
+        model_name_or_path=str(tiny_gemma_dir),
+        revision=None,
+        tokenizer_dir=tiny_gemma_dir,
+        train_tokens_dir=guesser_tokens[0],
+        val_tokens_dir=guesser_tokens[1],
+        removed_path=removed_path,
+        lora=lora,
+        settings=settings,
+        loss_reduction="mean",
+        adapter_out=out / "adapter",
+        metrics_out=out / "metrics.parquet",
+        val_losses_out=out / "val_losses.parquet",
+        summary_out=out / "summary.json",
+    )
+    return _train_losses(out / "metrics.parquet")
+
+
+def test_the_baseline_retrain_reproduces_train_lora_step_for_step(tiny_gemma_dir, guesser_tokens, tmp_path):
+    """run_retrain claims exactly the attributed adapter's SFT settings and seed: its
+    baseline (nothing removed) must then retrace train_lora's loss curve step for step,
+    although train_lora evaluates during training (eval_on_start) and the retrain does
+    not. Dropout > 0 and 4 shuffled batches of 2: the losses depend on the RNG stream
+    (LoRA init, batch order, dropout masks), so a retrain that drew from it differently
+    would show. Power control: the same retrain with another seed gives another curve."""
+    from playpen_attribution.train import run_training
+
+    lora = LoraSettings(r=4, alpha=8, dropout=0.1)
+    settings = TrainSettings(epochs=1, batch_size=2, max_steps=4, learning_rate=1e-2, max_length=256, seed=5)
+    sft = tmp_path / "sft"
+    run_training(
+        model_name_or_path=str(tiny_gemma_dir),
+        revision=None,
+        tokenizer_dir=tiny_gemma_dir,
+        train_tokens_dir=guesser_tokens[0],
+        val_tokens_dir=guesser_tokens[1],
+        lora=lora,
+        settings=settings,
+        adapter_out=sft / "adapter",
+        metrics_out=sft / "metrics.parquet",
+        plot_out=sft / "loss.png",
+        summary_out=sft / "summary.json",
+        title="t",
+    )
+    sft_losses = _train_losses(sft / "metrics.parquet")
+    assert len(sft_losses) == 4
+    baseline = _baseline_retrain(tiny_gemma_dir, guesser_tokens, lora, settings, tmp_path / "baseline")
+    # Same process, same kernels, same order of operations: equal to the last bit.
+    assert baseline == sft_losses
+    other_seed = _baseline_retrain(
+        tiny_gemma_dir, guesser_tokens, lora, replace(settings, seed=6), tmp_path / "other-seed"
+    )
+    assert len(other_seed) == 4 and other_seed != sft_losses

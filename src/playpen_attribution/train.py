@@ -129,11 +129,34 @@ def train_lora(
         peft_config=lora.peft_config(),
         callbacks=[StepTimer()],
     )
+    if val_tokens is not None:
+        isolate_evaluation_rng(trainer)
     if len(trainer.train_dataset) != len(train_tokens):
         # TRL drops rows without any trained token; ours always have some, so this is a bug.
         raise RuntimeError("TRL changed the number of training rows; SFT and attribution would diverge")
     trainer.train()
     return trainer
+
+
+def isolate_evaluation_rng(trainer) -> None:
+    """Evaluation during training must not move the training's random stream.
+
+    Each evaluation draws from torch's global generator (a DataLoader iterator takes its
+    base seed from it), so the LoRA dropout masks after the first evaluation would differ
+    from those of a run without evaluation: the counterfactual baseline retrain (no
+    evaluation) would not retrace train_lora's loss curve (test_counterfactual's
+    step-for-step test; with lora.dropout 0.05 they parted at the first step with a
+    non-zero LoRA update). torch.random.fork_rng restores the CPU and CUDA generators
+    after each evaluation."""
+    import torch
+
+    evaluate = trainer.evaluate
+
+    def rng_neutral_evaluate(*args, **kwargs):
+        with torch.random.fork_rng():
+            return evaluate(*args, **kwargs)
+
+    trainer.evaluate = rng_neutral_evaluate
 
 
 def step_timer(trainer):

@@ -1,4 +1,5 @@
 # Helpers and wildcard constraints shared by every rule. Light imports only.
+import hashlib
 import os
 import re
 import sys
@@ -405,6 +406,12 @@ GENERATE = config["generate"]
 TABOO_INSTANCES_SCHEMA = (
     f"{workflow.basedir}/workflow/schemas/taboo_instances.schema.yaml"
 )
+# The schema is code, not data: a param by its content (as `code` is), not an input by
+# its path, so a checkout elsewhere reruns nothing (an input's path is part of the
+# input-set trigger). generate_instances.py reads it beside itself.
+TABOO_INSTANCES_SCHEMA_SHA256 = hashlib.sha256(
+    Path(TABOO_INSTANCES_SCHEMA).read_bytes()
+).hexdigest()[:16]
 
 
 def generate_files(wildcards):

@@ -5,7 +5,6 @@ rule generate_instances:
         words=rules.word_scores.output.words,
         train=rules.prepare_data.output.train,
         val=rules.prepare_data.output.val,
-        schema=TABOO_INSTANCES_SCHEMA,
         files=generate_files,
         prepared=prepared_data,
     output:
@@ -31,6 +30,7 @@ rule generate_instances:
     params:
         generate=config_section("generate"),
         seed=config["seed"],
+        schema_sha256=TABOO_INSTANCES_SCHEMA_SHA256,
         code=code("generate_instances.py"),
     script:
         "../scripts/generate_instances.py"

@@ -1,5 +1,11 @@
 # Package imports live inside main(): run_step sends the job's output to its log first.
+from pathlib import Path
+
 from playpen_attribution.smk import run_step
+
+# Beside this script (Snakemake sets __file__ to the script's own path); its content is
+# the rule's schema_sha256 param.
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "taboo_instances.schema.yaml"
 
 
 def main(snakemake):
@@ -10,7 +16,7 @@ def main(snakemake):
         words_path=snakemake.input.words,
         train_path=snakemake.input.train,
         val_path=snakemake.input.val,
-        schema_path=snakemake.input.schema,
+        schema_path=SCHEMA,
         settings=GenerateSettings.from_config(snakemake.params.generate, snakemake.params.seed),
         exclude_path=snakemake.params.generate.get("exclude_words"),
         describer_template=templates.get("describer"),
