@@ -358,8 +358,11 @@ def test_editing_a_package_module_reruns_the_rules_that_run_it(workflow_copy, co
 # Every rule of the tiny run (TINY_TARGETS) whose code hash the module is part of (its
 # script imports it, directly or through the package), then what the rerun adds downstream.
 # counterfactual*.py: no rule of the tiny run; test_counterfactual checks their rules.
-ADAPTER_DOWNSTREAM = DOWNSTREAM_OF_TOKENS - {"tokenize"} | REPORTS | {"generate_instances", "score_generated"}
-REPORTING = {"report_topk", "report_words", "report_planted"}
+# word_scores: the per-word table that generation reads (report.k-free, issue 21).
+ADAPTER_DOWNSTREAM = (
+    DOWNSTREAM_OF_TOKENS - {"tokenize"} | REPORTS | {"word_scores", "generate_instances", "score_generated"}
+)
+REPORTING = {"report_topk", "report_words", "word_scores", "report_planted"}
 
 
 @pytest.mark.parametrize(
