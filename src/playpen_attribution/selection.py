@@ -289,13 +289,14 @@ def selection_table(arms: list[dict]):
     return pd.DataFrame.from_records(records)
 
 
-def comparisons(table, rows_by_arm: dict, settings: dict, report_method: str, aggregation: str):
-    """Top against each random arm of its ranking and size: McNemar, margin, verdict."""
+def comparisons(table, rows_by_arm: dict, settings: dict):
+    """Top against each random arm of its ranking and size: McNemar, margin, verdict.
+    `settings["rankings"]` is the resolved list (common.smk's SELECTION_RANKINGS)."""
     import numpy as np
     import pandas as pd
 
     out = []
-    for ranking in rankings(settings, report_method, aggregation):
+    for ranking in settings["rankings"]:
         prefix = f"{ranking['method']}-{ranking['aggregation']}/"
         for size in settings["sizes"]:
             k = size_text(size)
@@ -456,8 +457,6 @@ def write_selection_report(
     eval_rows_paths,
     data_summary_path,
     settings,
-    report_method,
-    aggregation,
     game,
     role,
     table_out,
@@ -465,7 +464,8 @@ def write_selection_report(
     html_out,
     plot_out,
 ):
-    """The selection rule: selection.parquet, .md, .html and .png from every arm's files."""
+    """The selection rule: selection.parquet, .md, .html and .png from every arm's files.
+    `settings["rankings"]` holds the rankings resolved at parse time."""
     import json
     from pathlib import Path
 
@@ -487,9 +487,7 @@ def write_selection_report(
         raise WorkflowInputError("the arms were evaluated on different eval rows; rerun the evaluations")
     table = selection_table(arms)
     judged = bool(arms[0]["eval"]["games_judged"])
-    tests = (
-        comparisons(table, rows_by_arm, settings, report_method, aggregation) if judged else pd.DataFrame()
-    )
+    tests = comparisons(table, rows_by_arm, settings) if judged else pd.DataFrame()
     if judged and len(tests):
         verdicts = {(t.method, t.aggregation, t.k): t.verdict for t in tests.itertuples()}
         table["verdict"] = [

@@ -14,8 +14,6 @@ def main(snakemake):
         eval_rows_paths=snakemake.input.rows,
         data_summary_path=snakemake.input.data_summary,
         settings=p.settings | {"rankings": p.rankings},
-        report_method=None,
-        aggregation=None,
         game=snakemake.wildcards.game,
         role=snakemake.wildcards.role,
         table_out=snakemake.output.table,
