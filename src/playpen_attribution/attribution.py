@@ -157,13 +157,16 @@ def _timing(start: float, tokens) -> dict:
     }
 
 
-def _index_config(run_path, adapter_dir, tokens_dir, settings: AttributionSettings):
-    from bergson.config.config import DataConfig, DistributedConfig, IndexConfig
+def _index_config(run_path, adapter_dir, tokens_dir, settings: AttributionSettings, **pipeline_options):
+    """Bergson's IndexConfig for our token rows; `pipeline_options` (a pipeline's own index
+    settings, e.g. TRAK's loss_fn) select TrackstarIndexConfig, which its commands take."""
+    from bergson.config.config import DataConfig, DistributedConfig, IndexConfig, TrackstarIndexConfig
 
-    kwargs = {}
+    kwargs = dict(pipeline_options)
     if settings.filter_modules:
         kwargs["filter_modules"] = settings.filter_modules
-    return IndexConfig(
+    config_class = TrackstarIndexConfig if pipeline_options else IndexConfig
+    return config_class(
         run_path=str(run_path),
         model=str(adapter_dir),  # a dir with adapter_config.json: loaded as PEFT, LoRA grads only
         tokenizer=str(adapter_dir),
@@ -180,7 +183,7 @@ def _index_config(run_path, adapter_dir, tokens_dir, settings: AttributionSettin
 
 
 @contextmanager
-def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings):
+def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings, **pipeline_options):
     """Set up one Bergson command's output directory; it is moved into place only on success.
 
     Yields (directory, IndexConfig, token rows). The directory holds `run/` (Bergson's run) and
@@ -207,7 +210,7 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
         attribution_view(tokens).save_to_disk(str(view_dir))
         start = time.perf_counter()
         with bergson_sparse_logits(settings.sparse_logits, settings.nproc_per_node):
-            yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings), tokens
+            yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings, **pipeline_options), tokens
         # The copy has served: Bergson's run keeps the rows it read (run/data.hf), and the
         # copy (plus Bergson's cache files in it) would double the tokens' size per run.
         shutil.rmtree(view_dir)
@@ -298,9 +301,6 @@ def score_train(
     from bergson.cli.commands import Score
     from bergson.config.config import ScoreConfig
 
-    from .io import write_json, write_parquet
-    from .tokens import load_token_dataset
-
     with _bergson_run(adapter_dir, train_tokens_dir, out_dir, settings) as (tmp, index_cfg, tokens):
         Score(
             score_cfg=ScoreConfig(
@@ -315,20 +315,34 @@ def score_train(
         ).execute()
         matrix, rows = read_score_matrix(tmp / "run", tokens)
     if val_tokens_dir is None:
+        from .io import write_parquet
+
         scores = single_query_scores(matrix, rows)
+        write_parquet(scores, scores_path)
+        log.info("scored %d training rows: %s", len(scores), scores["score"].describe().to_dict())
     else:
-        import numpy as np
+        write_matrix_scores(matrix, rows, val_tokens_dir, scores_path, matrix_path, matrix_ids_path)
 
-        from .io import atomic_path
 
-        val_ids = load_token_dataset(val_tokens_dir)["row_id"]
-        if matrix.shape[1] != len(val_ids):
-            raise RuntimeError(f"{matrix.shape[1]} query columns for {len(val_ids)} validation rows")
-        with atomic_path(matrix_path) as tmp_matrix:
-            with open(tmp_matrix, "wb") as handle:
-                np.save(handle, matrix.astype(np.float32))
-        write_json({"rows": rows["row_id"].tolist(), "columns": list(val_ids)}, matrix_ids_path)
-        scores = aggregate(matrix, rows, val_ids)
+def write_matrix_scores(matrix, rows, val_tokens_dir, scores_path, matrix_path, matrix_ids_path):
+    """The influence matrix (train rows x validation rows, float32 .npy, loads lazily with
+    `np.load(path, mmap_mode="r")`), its row and column ids, and scores.parquet: each
+    training row's scores aggregated over the validation rows (see `aggregate`)."""
+    import numpy as np
+
+    from .io import atomic_path, write_json, write_parquet
+    from .tokens import load_token_dataset
+
+    val_ids = load_token_dataset(val_tokens_dir)["row_id"]
+    if matrix.shape[1] != len(val_ids):
+        raise RuntimeError(f"{matrix.shape[1]} query columns for {len(val_ids)} validation rows")
+    if not np.isfinite(matrix).all():
+        raise RuntimeError(f"{int((~np.isfinite(matrix)).sum())} scores are not finite (inf or NaN)")
+    with atomic_path(matrix_path) as tmp_matrix:
+        with open(tmp_matrix, "wb") as handle:
+            np.save(handle, matrix.astype(np.float32))
+    write_json({"rows": rows["row_id"].tolist(), "columns": list(val_ids)}, matrix_ids_path)
+    scores = aggregate(matrix, rows, val_ids)
     write_parquet(scores, scores_path)
     log.info("scored %d training rows: %s", len(scores), scores["score"].describe().to_dict())
 

@@ -35,6 +35,8 @@ rule reduce_query:
         f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/reduce_query.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/reduce_query.tsv"
+    wildcard_constraints:
+        method="|".join(REDUCE_SCORE_METHODS) or "no-reduce-method",
     threads: MAX_THREADS
     resources:
         runtime=120,
@@ -65,6 +67,8 @@ rule score_train:
         f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/score_train.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/score_train.tsv"
+    wildcard_constraints:
+        method="|".join(REDUCE_SCORE_METHODS) or "no-reduce-method",
     threads: MAX_THREADS
     resources:
         runtime=240,
@@ -75,6 +79,42 @@ rule score_train:
         code=code("score_train.py"),
     script:
         "../scripts/score_train.py"
+
+
+rule pipeline_attribution:
+    input:
+        adapter=rules.bootstrap_adapter.output[0],
+        train=rules.tokenize.output.train,
+        val=rules.tokenize.output.val,
+        checkpoints=trak_checkpoints,
+        prepared=prepared_data,
+    output:
+        # Bergson's pipeline run (Hessians, query index, scores): temporary like score/.
+        run=temp(
+            directory(f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/pipeline")
+        ),
+        scores=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/scores.parquet",
+        matrix=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/matrix.npy",
+        matrix_ids=f"{RESULTS}/{{game}}/{{role}}/attribution/{{method}}/matrix_ids.json",
+    log:
+        f"{RESULTS}/logs/{{game}}/{{role}}/{{method}}/pipeline_attribution.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{game}}/{{role}}/{{method}}/pipeline_attribution.tsv"
+    wildcard_constraints:
+        method="|".join(PIPELINE_METHODS) or "no-pipeline-method",
+    threads: MAX_THREADS
+    resources:
+        runtime=240,
+    params:
+        # projection_dim is the pipeline's own (attribution.trackstar / .trak)
+        attribution=attribution_params(
+            tuple(k for k in ATTRIBUTION_KEYS if k != "projection_dim")
+        ),
+        pipeline=pipeline_params,
+        compute=config_section("compute"),
+        code=code("pipeline_attribution.py"),
+    script:
+        "../scripts/pipeline_attribution.py"
 
 
 rule compare_rankings:

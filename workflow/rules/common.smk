@@ -14,6 +14,7 @@ from playpen_attribution.counterfactual import (
     removal_names,
 )
 from playpen_attribution.manifest import write_manifest
+from playpen_attribution.pipelines import PIPELINE_METHODS as BERGSON_PIPELINES
 from playpen_attribution.paths import (
     hub_id_problem,
     looks_like_local_path,
@@ -100,7 +101,12 @@ if REPORT_METHOD not in METHODS:
     raise ValueError(
         f"attribution.report_method: {REPORT_METHOD!r} is not in attribution.methods {METHODS}"
     )
-FACTORED_METHODS = [m for m in METHODS if m != "none"]
+# Bergson's pipelines (trackstar*, trak) run as one job each (rule pipeline_attribution);
+# the other methods reduce the query and score (rules reduce_query, score_train), the
+# factored ones after fitting their Hessian (rule hessian).
+PIPELINE_METHODS = [m for m in METHODS if m in BERGSON_PIPELINES]
+FACTORED_METHODS = [m for m in METHODS if m != "none" and m not in BERGSON_PIPELINES]
+REDUCE_SCORE_METHODS = [m for m in METHODS if m not in BERGSON_PIPELINES]
 
 
 # A role only after its own game (a lookbehind): with taboo/WordGuesser and wordle/Guesser
@@ -284,6 +290,24 @@ def preconditioner_params(wildcards):
     """The method's Hessian settings, or None for `none`: changing a preconditioner
     setting reruns the preconditioned methods' jobs only."""
     return _preconditioner(wildcards.method, HESSIAN_FIT_KEYS + INVERSION_KEYS)
+
+
+def pipeline_params(wildcards):
+    """One pipeline's settings: attribution.trackstar for the three TrackStar methods,
+    attribution.trak for TRAK; changing them reruns that pipeline's job only."""
+    section = "trak" if wildcards.method == "trak" else "trackstar"
+    settings = dict(config["attribution"][section])
+    if section == "trackstar" and wildcards.method != "trackstar":
+        del settings["target_downweight_components"]  # only the mixed R uses it
+    return canonical({"method": wildcards.method, "seed": config["seed"]} | settings)
+
+
+def trak_checkpoints(wildcards):
+    return (
+        config["attribution"]["trak"]["checkpoints"]
+        if wildcards.method == "trak"
+        else []
+    )
 
 
 def hessian_tokens_input(wildcards):
