@@ -498,3 +498,39 @@ def test_the_html_report_holds_the_plots_and_tables(workflow_dir, tmp_path):
     words = pd.read_parquet(workflow_dir / OUT / "words.parquet")
     assert words["target_word"].iloc[0] in embedded["words.html"].decode()
     assert "How to read a score" in html  # workflow/report/workflow.rst, the caption
+
+
+def test_a_pipeline_method_joins_the_comparison_and_its_projection_reruns_only_it(workflow_copy):
+    """Adding trackstar to a finished run runs its one job (and the tables that list the
+    methods), not the adapter; the comparison then holds its pairs. Changing its
+    projection_dim reruns that job only; the other methods' projection_dim leaves it."""
+    config = yaml.safe_load((workflow_copy / "config.yaml").read_text())
+    config["attribution"]["methods"] = ["none", "kfac", "trackstar"]
+    (workflow_copy / "config.yaml").write_text(yaml.safe_dump(config))
+    planned = planned_jobs(dry_run(workflow_copy, targets=TINY_TARGETS))
+    assert set(planned) == {"pipeline_attribution", "compare_rankings", "report_planted"}
+    run_snakemake(
+        "--cores",
+        "2",
+        "--configfile",
+        str(workflow_copy / "config.yaml"),
+        "-d",
+        str(workflow_copy),
+        *TINY_TARGETS,
+    )
+
+    attribution = workflow_copy / OUT / "attribution"
+    scores = pd.read_parquet(attribution / "trackstar/scores.parquet")
+    assert scores["nearest"].notna().all() and scores["nearest"].std() > 0
+    assert not (attribution / "trackstar/pipeline").exists()  # Bergson's run is temp()
+    compare = pd.read_parquet(attribution / "compare.parquet")
+    assert ["none", "trackstar"] in compare[["method_a", "method_b"]].values.tolist()
+    planted = pd.read_parquet(attribution / "planted.parquet")
+    assert set(planted["method"]) == {"none", "kfac", "trackstar"}
+
+    output = dry_run(workflow_copy, targets=TINY_TARGETS, attribution={"trackstar": {"projection_dim": 8}})
+    assert set(planned_jobs(output)) == {"pipeline_attribution", "compare_rankings", "report_planted"}
+    assert _methods_of_planned(output, "pipeline_attribution") == {"trackstar"}
+    output = dry_run(workflow_copy, targets=TINY_TARGETS, attribution={"projection_dim": 8})
+    assert "pipeline_attribution" not in planned_jobs(output)
+    assert "train_lora" not in planned_jobs(output)
