@@ -227,7 +227,7 @@ def cheaper_settings(
     if 0 < fitting < n_query_rows:
         options.append(
             (
-                f"at most {fitting} query rows (split.eval_fraction or split.query_outcomes)",
+                f"query rows at most {fitting} (raise split.eval_fraction or set split.query_outcomes)",
                 estimate(shapes, fitting, n_train_rows, projection_dim, projection_target, precision),
             )
         )
