@@ -181,3 +181,35 @@ print("torch imported:", "torch" in sys.modules)
     assert "memory_budget_gb=5e-05" in error
     for lever in ("projection_dim: 16", "query rows at most 1 ", 'filter_modules: "*.mlp.*"'):
         assert lever in error, error
+
+
+@pytest.mark.parametrize("script", ["reduce_query", "score_train"])
+def test_rule_scripts_check_the_budget_before_torch(adapter, guesser_tokens, script):
+    """The rules' scripts read attribution.memory_budget_gb from the config and stop over
+    it before importing torch (a fake `snakemake` object with no log: the step runs in the open)."""
+    from conftest import REPO
+
+    train_dir, val_dir = guesser_tokens
+    code = f"""
+import runpy, sys
+from types import SimpleNamespace
+from playpen_attribution.errors import WorkflowInputError
+fake = SimpleNamespace(
+    rule={script!r},
+    log=[],
+    input=SimpleNamespace(adapter={str(adapter)!r}, val={str(val_dir)!r}, train={str(train_dir)!r}),
+    params=SimpleNamespace(attribution={{"projection_dim": 0, "filter_modules": None, "precision": "fp32"}}),
+    config={{"attribution": {{"memory_budget_gb": 5e-5}}}},
+)
+try:
+    runpy.run_path({str(REPO / "workflow" / "scripts" / f"{script}.py")!r}, init_globals={{"snakemake": fake}})
+except WorkflowInputError as exc:
+    print("error:", exc)
+print("torch imported:", "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "torch imported: False" in out, out
+    (error,) = [line for line in out.splitlines() if line.startswith("error:")]
+    assert "memory_budget_gb=5e-05" in error and "3 query rows" in error
+    # score_train counts the training rows for the matrix; reduce_query has none
+    assert ("for 8 training rows" in error) == (script == "score_train"), error
