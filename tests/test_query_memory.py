@@ -213,3 +213,36 @@ print("torch imported:", "torch" in sys.modules)
     assert "memory_budget_gb=5e-05" in error and "3 query rows" in error
     # score_train counts the training rows for the matrix; reduce_query has none
     assert ("for 8 training rows" in error) == (script == "score_train"), error
+
+
+def test_global_projection_matches_what_bergson_writes(tmp_path, adapter, guesser_tokens):
+    """TRAK's global projection: one vector of projection_dim per query row (a bergson
+    reduce with projection_target "global", called directly)."""
+    from bergson.cli.commands import Reduce
+    from bergson.config.config import DataConfig, DistributedConfig, IndexConfig, PreprocessConfig
+
+    from playpen_attribution.tokens import attribution_view, load_token_dataset
+
+    _, val_dir = guesser_tokens
+    attribution_view(load_token_dataset(val_dir)).save_to_disk(str(tmp_path / "input"))
+    run = tmp_path / "run"
+    Reduce(
+        index_cfg=IndexConfig(
+            run_path=str(run),
+            model=str(adapter),
+            tokenizer=str(adapter),
+            precision="fp32",
+            projection_dim=64,
+            projection_target="global",
+            distributed=DistributedConfig(nnode=1, nproc_per_node=1),
+            data=DataConfig(dataset=str(tmp_path / "input")),
+            token_batch_size=256,
+        ),
+        preprocess_cfg=PreprocessConfig(aggregation="none"),
+    ).execute()
+    n_val = count_token_rows(val_dir)
+    est = check_query_budget(adapter, n_val, 8, 64, None, 1.0, projection_target="global", precision="fp32")
+    info = json.loads((run / "info.json").read_text())
+    assert info["grad_sizes"] == {"gradients": 64} and est.entries_per_row == 64
+    assert est.gradients_file_bytes == (run / "gradients.bin").stat().st_size == n_val * 64 * 4
+    assert est.info_json_bytes == (run / "info.json").stat().st_size
