@@ -4,6 +4,24 @@ from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
+    # The memory check runs first and imports nothing heavy: over budget, the job stops
+    # before torch, the model or the data are loaded.
+    from playpen_attribution.query_memory import check_query_budget, count_token_rows
+
+    attribution = snakemake.params.attribution
+    check_query_budget(
+        snakemake.input.adapter,
+        count_token_rows(snakemake.input.val),
+        count_token_rows(snakemake.input.train),
+        attribution.get("projection_dim") or 0,
+        attribution.get("filter_modules"),
+        # the budget is a check, not a setting of the result: read from the config so
+        # that changing it reruns nothing
+        snakemake.config["attribution"]["memory_budget_gb"],
+        projection_target=attribution.get("projection_target") or "per_module",
+        precision=attribution.get("precision") or "auto",
+    )
+
     from playpen_attribution.attribution import score_train, settings_from_params
 
     settings, preconditioner = settings_from_params(snakemake)
