@@ -43,7 +43,12 @@ def run_method(method: str, configfiles: list[str], cores: int) -> dict:
     seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.split(":"))))
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[1])
     jobs = re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)
-    return {"method": method, "wall_s": round(seconds, 1), "peak_rss_gb": round(peak_kb / 1e6, 2), "jobs": jobs}
+    return {
+        "method": method,
+        "wall_s": round(seconds, 1),
+        "peak_rss_gb": round(peak_kb / 1e6, 2),
+        "jobs": jobs,
+    }
 
 
 def main():

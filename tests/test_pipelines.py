@@ -10,6 +10,7 @@ from test_attribution import CLUE_CHATS, SETTINGS, _tokens
 
 from playpen_attribution.errors import WorkflowInputError
 from playpen_attribution.pipelines import PIPELINE_METHODS, PipelineSettings, pipeline_scores
+from playpen_attribution.query_memory import check_query_budget
 
 
 def _pipeline(method, **overrides):
@@ -79,6 +80,15 @@ def test_pipeline_scores_every_row_and_ranks_a_copy_first(tmp_path, adapter, gem
     assert expected <= steps, steps
     score_step = yaml.safe_load((run / "scores" / "config.yaml").read_text())["steps"][0]["score"]
     assert score_step["index_cfg"]["projection_dim"] == 16
+    # the memory model's R fits against the bytes Bergson wrote (torch.save adds ~1 KB a
+    # file, which only TRAK's one 16 x 16 Gram cannot absorb)
+    if method != "trak":
+        written = sum(f.stat().st_size for f in run.rglob("hessians*.pth"))
+        estimate = check_query_budget(adapter, 3, n_train, 16, None, 1e3, pipeline=method)
+        assert written == pytest.approx(estimate.autocorrelation_disk_bytes, rel=0.1), (
+            written,
+            estimate.row(),
+        )
     assert score_step["index_cfg"]["projection_seed"] == 7
     grad_sizes = json.loads((run / "query" / "info.json").read_text())["grad_sizes"]
     if method == "trak":  # one global projection of the log-odds gradient

@@ -273,3 +273,37 @@ def test_matrix_memory_matches_the_aggregation_peak():
     est = estimate(lora_linear_shapes(GEMMA3_1B, MODULES, 16), n_query, n_train, projection_dim=16)
     print(f"aggregation peak {peak} B (estimate {est.matrix_memory_bytes})")
     assert _within(est.matrix_memory_bytes, peak), (est.matrix_memory_bytes, peak)
+
+
+def test_pipeline_script_checks_the_budget_before_torch(adapter, guesser_tokens):
+    """pipeline_attribution counts its R fits too, stops before torch over budget, and
+    names the pipeline's own projection setting."""
+    from conftest import REPO
+
+    train_dir, val_dir = guesser_tokens
+    code = f"""
+import runpy, sys
+from types import SimpleNamespace
+from playpen_attribution.errors import WorkflowInputError
+fake = SimpleNamespace(
+    rule="pipeline_attribution",
+    log=[],
+    input=SimpleNamespace(adapter={str(adapter)!r}, val={str(val_dir)!r}, train={str(train_dir)!r}),
+    params=SimpleNamespace(
+        attribution={{"filter_modules": None, "precision": "fp32"}},
+        pipeline={{"method": "trackstar", "projection_dim": 64}},
+    ),
+    config={{"attribution": {{"memory_budget_gb": 1e-3}}}},
+)
+try:
+    runpy.run_path({str(REPO / "workflow" / "scripts" / "pipeline_attribution.py")!r}, init_globals={{"snakemake": fake}})
+except WorkflowInputError as exc:
+    print("error:", exc)
+print("torch imported:", "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "torch imported: False" in out, out
+    (error,) = [line for line in out.splitlines() if line.startswith("error:")]
+    # 28 matrices x (64^2)^2 x 4 bytes x 5 R units: the fits, not the queries, are over
+    assert "autocorrelation fits 8.75 GB" in error, error
+    assert "attribution.trackstar.projection_dim: 16" in error, error

@@ -26,6 +26,13 @@ Accounting, from bergson 2.5's code (`builder.py`, `data.py:create_index`,
   Reading the store back holds the matrix in float64 (and, while stacking, its columns: 2
   copies); the aggregation (`attribution.aggregate`: scipy's rankdata argsorts, sorts and
   ranks each column) peaks at about 7 float64 copies, the matrix included.
+- The pipelines (trackstar*, trak) also fit autocorrelation matrices R of the projected
+  gradients: per module a `size x size` float32 matrix (size = projection_dim**2 per
+  module, or projection_dim for TRAK's one global vector), so one "R unit" is
+  `4 * sum(size**2)` bytes. Bergson saves each fit with its eigenvectors
+  (`hessians.pth` + `hessians_eigen.pth`: 2 units on disk). TrackStar's mixing loads
+  both fits with their eigenvectors and builds the mix (5 units); a single fit holds R,
+  its eigenvectors and the inverse power when applied (3 units). `PIPELINE_R_UNITS`.
 Not counted: the model's own weights, and one batch of training gradients.
 """
 
@@ -51,6 +58,8 @@ NPY_HEADER_BYTES = 128
 # tracemalloc for 500-5,000 x 50-600; reading the store back holds 2)
 MATRIX_COPIES = 7
 PROJECTION_TARGETS = ("per_module", "global")
+# R units (see the docstring) per pipeline: (held in memory at the peak, written to disk)
+PIPELINE_R_UNITS = {"trackstar": (5, 5), "trackstar_train": (3, 2), "trackstar_query": (3, 2), "trak": (3, 2)}
 
 
 @dataclass
@@ -71,6 +80,8 @@ class QueryEstimate:
     scores_file_bytes: int  # bergson's score run: scores.bin
     matrix_file_bytes: int  # matrix.npy
     matrix_memory_bytes: int  # reading the store back and aggregating it
+    autocorrelation_memory_bytes: int = 0  # a pipeline's R fits, at their peak
+    autocorrelation_disk_bytes: int = 0  # ... and on disk (in the temporary pipeline run)
 
     @property
     def query_disk_bytes(self) -> int:
@@ -84,8 +95,9 @@ class QueryEstimate:
 
     @property
     def peak_bytes(self) -> int:
-        """The most RAM either step holds at once: the loaded queries, or the matrix."""
-        return max(self.query_memory_bytes, self.matrix_memory_bytes)
+        """The most RAM any step holds at once: the loaded queries, the matrix, or a
+        pipeline's autocorrelation fits."""
+        return max(self.query_memory_bytes, self.matrix_memory_bytes, self.autocorrelation_memory_bytes)
 
     def settings(self) -> str:
         projection = (
@@ -110,6 +122,8 @@ class QueryEstimate:
             "query_disk_gb": round(self.query_disk_bytes / GIB, 3),
             "matrix_memory_gb": round(self.matrix_memory_bytes / GIB, 4),
             "matrix_disk_gb": round(self.matrix_disk_bytes / GIB, 4),
+            "autocorrelation_memory_gb": round(self.autocorrelation_memory_bytes / GIB, 3),
+            "autocorrelation_disk_gb": round(self.autocorrelation_disk_bytes / GIB, 3),
             "peak_gb": round(self.peak_bytes / GIB, 3),
         }
 
@@ -155,13 +169,17 @@ def estimate(
     projection_dim: int = 0,
     projection_target: str = "per_module",
     precision: str = "fp32",
+    pipeline: str | None = None,
 ) -> QueryEstimate:
-    """The query and matrix bytes for `shapes` (see the module docstring for the accounting)."""
+    """The query and matrix bytes for `shapes`, plus the R fits of `pipeline` (one of
+    PIPELINE_R_UNITS) if given (see the module docstring for the accounting)."""
     if precision not in STORED_BYTES:
         raise ValueError(f"precision {precision!r} is not one of {sorted(STORED_BYTES)}")
     sizes = grad_sizes(shapes, projection_dim, projection_target)
     entries = sum(sizes.values())
     cells = n_train_rows * n_query_rows
+    r_unit = 4 * sum(size**2 for size in sizes.values())
+    r_memory, r_disk = PIPELINE_R_UNITS[pipeline] if pipeline else (0, 0)
     return QueryEstimate(
         n_query_rows=n_query_rows,
         n_train_rows=n_train_rows,
@@ -177,7 +195,12 @@ def estimate(
         scores_file_bytes=n_train_rows * score_row_bytes(n_query_rows, precision),
         matrix_file_bytes=NPY_HEADER_BYTES + cells * 4,
         matrix_memory_bytes=MATRIX_COPIES * cells * 8,
+        autocorrelation_memory_bytes=r_memory * r_unit,
+        autocorrelation_disk_bytes=r_disk * r_unit,
     )
+
+
+_estimate = estimate
 
 
 def count_token_rows(tokens_dir) -> int:
@@ -210,8 +233,14 @@ def cheaper_settings(
     budget_gb: float,
     projection_target: str = "per_module",
     precision: str = "fp32",
+    pipeline: str | None = None,
+    projection_key: str = "attribution.projection_dim",
 ) -> list[tuple[str, QueryEstimate]]:
     """Alternatives to suggest when the estimate is over budget, cheapest levers first."""
+
+    def estimate(*args):
+        return _estimate(*args, pipeline=pipeline)
+
     shapes = lora_linear_shapes(config, target_modules, r, filter_modules)
     current = estimate(shapes, n_query_rows, n_train_rows, projection_dim, projection_target, precision)
     options = []
@@ -220,7 +249,7 @@ def cheaper_settings(
             if not projection_dim or dim < projection_dim:
                 options.append(
                     (
-                        f"attribution.projection_dim: {dim}",
+                        f"{projection_key}: {dim}",
                         estimate(shapes, n_query_rows, n_train_rows, dim, projection_target, precision),
                     )
                 )
@@ -263,6 +292,11 @@ def budget_error(
         f"memory ({estimate_.settings()}: {estimate_.entries_per_row:,} numbers a row; "
         f"queries {estimate_.query_memory_bytes / GIB:.2f} GB, {estimate_.query_disk_bytes / GIB:.2f} GB on disk"
         + (
+            f"; autocorrelation fits {estimate_.autocorrelation_memory_bytes / GIB:.2f} GB"
+            if estimate_.autocorrelation_memory_bytes
+            else ""
+        )
+        + (
             f"; matrix {estimate_.matrix_memory_bytes / GIB:.3f} GB for {estimate_.n_train_rows} training rows"
             if estimate_.n_train_rows
             else ""
@@ -281,9 +315,12 @@ def check_query_budget(
     budget_gb: float,
     projection_target: str = "per_module",
     precision: str = "fp32",
+    pipeline: str | None = None,
+    projection_key: str = "attribution.projection_dim",
 ) -> QueryEstimate:
-    """Estimate the query gradients and the matrix for a bootstrapped adapter (its config.json
-    and adapter_config.json, nothing else) and fail with cheaper settings when over budget."""
+    """Estimate the query gradients and the matrix (and a pipeline's R fits) for a
+    bootstrapped adapter (its config.json and adapter_config.json, nothing else) and fail
+    with cheaper settings when over budget."""
     import logging
     from pathlib import Path
 
@@ -299,7 +336,9 @@ def check_query_budget(
     )
     shapes = lora_linear_shapes(config, target_modules, adapter["r"], filter_modules)
     projection_dim = projection_dim or 0
-    result = estimate(shapes, n_query_rows, n_train_rows, projection_dim, projection_target, precision)
+    result = estimate(
+        shapes, n_query_rows, n_train_rows, projection_dim, projection_target, precision, pipeline
+    )
     logging.getLogger(__name__).info("query memory estimate: %s (budget %s GB)", result.row(), budget_gb)
     message = budget_error(
         result,
@@ -315,6 +354,8 @@ def check_query_budget(
             budget_gb,
             projection_target,
             precision,
+            pipeline,
+            projection_key,
         ),
     )
     if message:

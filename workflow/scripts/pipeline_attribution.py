@@ -4,6 +4,26 @@ from playpen_attribution.smk import run_step
 
 
 def main(snakemake):
+    # The memory check runs first and imports nothing heavy: over budget, the job stops
+    # before torch, the model or the data are loaded.
+    from playpen_attribution.query_memory import check_query_budget, count_token_rows
+
+    pipeline = snakemake.params.pipeline
+    section = "trak" if pipeline["method"] == "trak" else "trackstar"
+    check_query_budget(
+        snakemake.input.adapter,
+        count_token_rows(snakemake.input.val),
+        count_token_rows(snakemake.input.train),
+        pipeline["projection_dim"],
+        snakemake.params.attribution.get("filter_modules"),
+        # a check, not a setting of the result: read from the config (no rerun)
+        snakemake.config["attribution"]["memory_budget_gb"],
+        projection_target="global" if section == "trak" else "per_module",
+        precision=snakemake.params.attribution.get("precision") or "auto",
+        pipeline=pipeline["method"],
+        projection_key=f"attribution.{section}.projection_dim",
+    )
+
     from playpen_attribution.attribution import AttributionSettings
     from playpen_attribution.pipelines import PipelineSettings, pipeline_scores
 
