@@ -11,7 +11,6 @@ benchmarks/out/projection/, leaving the results tree alone.
 import argparse
 import json
 import time
-from pathlib import Path
 
 import pandas as pd
 from _common import OUT, REPO
