@@ -42,12 +42,19 @@ def main():
                     for dim in dims:
                         fp32 = estimate(shapes, n_query, n_train, dim, target, "fp32")
                         bf16 = estimate(shapes, n_query, n_train, dim, target, "bf16")
+                        # the pipelines' autocorrelation fits (they need a projection)
+                        fits = {}
+                        if dim:
+                            for method in ("trackstar", "trackstar_train") if target == "per_module" else ("trak",):
+                                fit = estimate(shapes, n_query, n_train, dim, target, "fp32", method)
+                                fits[f"{method}_fits_gb"] = round(fit.autocorrelation_memory_bytes / GIB, 3)
                         out.append(
                             {
                                 **fp32.row(),
                                 "model": model_name,
                                 "r": R,
                                 "query_disk_bf16_gb": round(bf16.query_disk_bytes / GIB, 3),
+                                **fits,
                             }
                         )
     OUT.mkdir(parents=True, exist_ok=True)
@@ -59,9 +66,9 @@ def main():
         print(
             "| model | query rows | projection | numbers/row | query grads RAM (GB) | query disk fp32 / bf16 (GB) "
             + "".join(f"| matrix RAM / disk, {n:,} train (GB) " for n in TRAIN_ROWS)
-            + "|"
+            + "| R fits: trackstar / _train, _query; TRAK Gram (GB) |"
         )
-        print("|---|---|---|---|---|---|" + "---|" * len(TRAIN_ROWS))
+        print("|---|---|---|---|---|---|" + "---|" * (len(TRAIN_ROWS) + 1))
         for table in (rows, global_rows):
             for row in table:
                 if row["train_rows"] != TRAIN_ROWS[0]:
@@ -73,10 +80,16 @@ def main():
                     f"| {m['matrix_memory_gb']:.3f} / {m['matrix_disk_gb']:.3f} "
                     for m in (matrix[(row["model"], row["query_rows"], n)] for n in TRAIN_ROWS)
                 )
+                if "trak_fits_gb" in row:
+                    fits = f"{row['trak_fits_gb']:.3f}"
+                elif "trackstar_fits_gb" in row:
+                    fits = f"{row['trackstar_fits_gb']:.3f} / {row['trackstar_train_fits_gb']:.3f}"
+                else:
+                    fits = "needs a projection"
                 print(
                     f"| {row['model']} | {row['query_rows']} | {projection} | {row['entries_per_row']:,} "
                     f"| {row['query_memory_gb']:.3f} | {row['query_disk_gb']:.3f} / {row['query_disk_bf16_gb']:.3f} "
-                    f"{cells}|"
+                    f"{cells}| {fits} |"
                 )
     else:
         for row in rows + global_rows:
