@@ -45,7 +45,9 @@ def main():
                         # the pipelines' autocorrelation fits (they need a projection)
                         fits = {}
                         if dim:
-                            for method in ("trackstar", "trackstar_train") if target == "per_module" else ("trak",):
+                            for method in (
+                                ("trackstar", "trackstar_train") if target == "per_module" else ("trak",)
+                            ):
                                 fit = estimate(shapes, n_query, n_train, dim, target, "fp32", method)
                                 fits[f"{method}_fits_gb"] = round(fit.autocorrelation_memory_bytes / GIB, 3)
                         out.append(

@@ -30,9 +30,12 @@ Accounting, from bergson 2.5's code (`builder.py`, `data.py:create_index`,
   gradients: per module a `size x size` float32 matrix (size = projection_dim**2 per
   module, or projection_dim for TRAK's one global vector), so one "R unit" is
   `4 * sum(size**2)` bytes. Bergson saves each fit with its eigenvectors
-  (`hessians.pth` + `hessians_eigen.pth`: 2 units on disk). TrackStar's mixing loads
-  both fits with their eigenvectors and builds the mix (5 units); a single fit holds R,
-  its eigenvectors and the inverse power when applied (3 units). `PIPELINE_R_UNITS`.
+  (`hessians.pth` + `hessians_eigen.pth`: 2 units on disk; the mix has no eigenvectors:
+  5 units in all for `trackstar`). In memory, measured on the demo (Gemma 3 270M,
+  projection 32, 1.06 GB a unit) against the same job at projection 16: a single fit
+  (`trackstar_train`, `trackstar_query`) held 4.8 and 3.8 units more, so it counts 5; the
+  mix, which loads both fits with their eigenvectors before building its own, counts 7
+  (not measured). `PIPELINE_R_UNITS`.
 Not counted: the model's own weights, and one batch of training gradients.
 """
 
@@ -59,7 +62,7 @@ NPY_HEADER_BYTES = 128
 MATRIX_COPIES = 7
 PROJECTION_TARGETS = ("per_module", "global")
 # R units (see the docstring) per pipeline: (held in memory at the peak, written to disk)
-PIPELINE_R_UNITS = {"trackstar": (5, 5), "trackstar_train": (3, 2), "trackstar_query": (3, 2), "trak": (3, 2)}
+PIPELINE_R_UNITS = {"trackstar": (7, 5), "trackstar_train": (5, 2), "trackstar_query": (5, 2), "trak": (5, 2)}
 
 
 @dataclass
