@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from playpen_attribution.compare import compare_methods, compare_pair, ranks
+from playpen_attribution.compare import compare_methods, compare_pair, pair_matrix, ranks
 
 
 def frame(scores):
@@ -64,3 +64,11 @@ def test_one_row_per_pair_and_mismatched_rows_refused():
     assert table.loc[1, "spearman_rho"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="different training rows"):
         compare_pair(A, B.iloc[:5], k_report=2)
+
+
+def test_pair_matrix_places_every_pair_both_ways():
+    table = pd.DataFrame(
+        {"method_a": ["a", "a", "b"], "method_b": ["b", "c", "c"], "spearman_rho": [0.5, -0.25, 0.75]}
+    )
+    values = pair_matrix(["a", "b", "c"], table, "spearman_rho")
+    assert values.tolist() == [[1.0, 0.5, -0.25], [0.5, 1.0, 0.75], [-0.25, 0.75, 1.0]]

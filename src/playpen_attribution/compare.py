@@ -70,8 +70,17 @@ def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) 
     from .io import write_png
 
     pairs = list(table.itertuples())
-    fig, axes = plt.subplots(max(1, len(pairs)), 2, figsize=(9, 4 * max(1, len(pairs))), squeeze=False)
-    for row, pair in enumerate(pairs):
+    # With three methods or more, one row of matrices first: all pairs at a glance.
+    overview = len(scores) > 2
+    n_rows = max(1, len(pairs)) + overview
+    fig, axes = plt.subplots(n_rows, 2, figsize=(9, 4 * n_rows), squeeze=False)
+    if overview:
+        for ax, column, title in (
+            (axes[0][0], "spearman_rho", "Spearman ρ"),
+            (axes[0][1], "top10_jaccard", "top-10 Jaccard"),
+        ):
+            _pair_matrix(ax, list(scores), table, column, title)
+    for row, pair in enumerate(pairs, start=overview):
         a, b = scores[pair.method_a], scores[pair.method_b]
         joined = a.set_index("row_id")["score"].to_frame("a").join(b.set_index("row_id")["score"].rename("b"))
         rank_a, rank_b = ranks(a), ranks(b)
@@ -99,6 +108,32 @@ def plot_comparison(scores: dict[str, pd.DataFrame], table: pd.DataFrame, path) 
         ax.set_ylabel(f"rank: {pair.method_b}")
         ax.set_title(f"top-{pair.k} rows move by median {pair.topk_rank_change_median:.0f} ranks")
     write_png(fig, path, dpi=100)
+
+
+def pair_matrix(methods: list[str], table: pd.DataFrame, column: str):
+    """A symmetric methods x methods array of one pair statistic (1 on the diagonal)."""
+    import numpy as np
+
+    index = {m: i for i, m in enumerate(methods)}
+    values = np.eye(len(methods))
+    for pair in table.itertuples():
+        i, j = index[pair.method_a], index[pair.method_b]
+        values[i, j] = values[j, i] = getattr(pair, column)
+    return values
+
+
+def _pair_matrix(ax, methods: list[str], table: pd.DataFrame, column: str, title: str) -> None:
+    values = pair_matrix(methods, table, column)
+    image = ax.imshow(values, vmin=-1 if column == "spearman_rho" else 0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    for i in range(len(methods)):
+        for j in range(len(methods)):
+            # dark text on viridis' light (high) end, light text on its dark end
+            color = "k" if values[i, j] > 0.5 else "w"
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
+    ax.set_title(f"{title} ({table['aggregation'].iloc[0]})")
+    ax.figure.colorbar(image, ax=ax, shrink=0.8)
 
 
 def write_comparison(
