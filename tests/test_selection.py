@@ -196,6 +196,8 @@ def test_arm_names_follow_the_config():
         "method": "ekfac",
         "aggregation": "mean",
     }
+    # a method name with an underscore (trackstar_query) parses whole
+    assert parse_arm("trackstar_query-rank_mean/top-k0.4")["method"] == "trackstar_query"
     for bad in ("top-k0.25-s1", "random-k0.25", "middle-k3"):
         with pytest.raises(ValueError):
             parse_arm(bad)

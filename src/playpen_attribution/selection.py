@@ -34,7 +34,7 @@ KINDS = ("base", "full", *RANKED_KINDS, "random")
 _RANDOM_STREAM = 2
 _SIZE = r"k(?P<size>[0-9.]+)"
 _ARM = re.compile(
-    r"(?:(?P<method>[a-z]+)-(?P<aggregation>[a-z_]+)/)?(?P<kind>top|bottom|random)-"
+    r"(?:(?P<method>[a-z_]+)-(?P<aggregation>[a-z_]+)/)?(?P<kind>top|bottom|random)-"
     + _SIZE
     + r"(?:-s(?P<seed>[0-9]+))?"
 )
