@@ -35,14 +35,17 @@ WORK = REPO / "results" / "bench-sparse-logits"
 
 
 def demo_config() -> dict:
-    import yaml
+    """The demo's resolved config: the schema's defaults, config.yaml, demo.yaml."""
+    from playpen_attribution.settings import config_from_files
 
-    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    return config_from_files(REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml")
 
 
 def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | None) -> dict:
     """Run one stage function in this process; return its figures."""
     os.chdir(REPO)  # the demo config's paths are relative to the repository
+    from playpen_attribution.settings import from_config
+
     cfg = demo_config()
     if stage == "train_lora":
         from playpen_attribution.train import LoraSettings, StepTimer, TrainSettings, run_training
@@ -61,9 +64,7 @@ def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | N
         StepTimer.on_step_begin, StepTimer.on_step_end = on_step_begin, on_step_end
 
         train = {**cfg["train"], **({"max_steps": max_steps} if max_steps else {})}
-        settings = TrainSettings(
-            **train, max_length=cfg["tokenize"]["max_length"], seed=cfg["seed"], sparse_logits=sparse
-        )
+        settings = from_config(TrainSettings, cfg | {"train": train}, sparse_logits=sparse)
         start = time.perf_counter()
         run_training(
             cfg["model"]["name_or_path"],
@@ -71,7 +72,7 @@ def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | N
             results / "tokens/tokenizer",
             results / "tokens/train",
             results / "tokens/val",
-            LoraSettings(**cfg["lora"]),
+            from_config(LoraSettings, cfg),
             settings,
             out / "adapter",
             out / "metrics.parquet",
@@ -107,7 +108,7 @@ def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | N
             loops_cpu.append(time.process_time() - begin_cpu)
 
     CollectorComputer.run_with_collector_hooks = timed  # measurement only
-    settings = AttributionSettings(**cfg["attribution"], sparse_logits=sparse)
+    settings = from_config(AttributionSettings, cfg, sparse_logits=sparse)
     adapter = results / "adapter"
     start = time.perf_counter()
     if stage == "reduce_query":

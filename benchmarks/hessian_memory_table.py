@@ -16,6 +16,7 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
 from playpen_attribution.hessian_memory import GIB, LinearShape, estimate, lora_linear_shapes
+from playpen_attribution.settings import from_config, schema_defaults
 from playpen_attribution.train import LoraSettings
 
 # Published architecture hyperparameters (the configs can't be downloaded here).
@@ -46,7 +47,9 @@ ALL = ATTENTION + ["gate_proj", "up_proj", "down_proj"]
 def meta_shapes(hparams: dict, modules: list[str], r: int) -> list[LinearShape]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(Gemma3TextConfig(**hparams))
-        model = get_peft_model(model, LoraSettings(r=r, target_modules=modules).peft_config())
+        model = get_peft_model(
+            model, from_config(LoraSettings, schema_defaults(), r=r, target_modules=modules).peft_config()
+        )
     return [
         LinearShape(name, m.in_features, m.out_features)
         for name, m in model.base_model.named_modules()

@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 
 from playpen_attribution.attribution import AGGREGATIONS, AttributionSettings, reduce_query, score_train
 from playpen_attribution.report import planted_ranks
+from playpen_attribution.settings import from_config, schema_defaults
 
 
 def main():
@@ -39,7 +40,13 @@ def main():
             seconds = None
         else:
             out = OUT / "projection" / str(dim)
-            settings = AttributionSettings(precision="fp32", token_batch_size=512, projection_dim=dim)
+            settings = from_config(
+                AttributionSettings,
+                schema_defaults(),
+                precision="fp32",
+                token_batch_size=512,
+                projection_dim=dim,
+            )
             start = time.perf_counter()
             reduce_query(target / "adapter", target / "tokens/val", out / "query", settings)
             score_train(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import GUESSER_ROWS, assert_close_up_to_fp32_rounding, chat
+from conftest import GUESSER_ROWS, assert_close_up_to_fp32_rounding, chat, with_defaults
 
 from playpen_attribution.attribution import (
     AttributionSettings,
@@ -16,7 +16,7 @@ from playpen_attribution.attribution import (
 )
 from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
 
-SETTINGS = AttributionSettings(precision="fp32", token_batch_size=256, unit_normalize=True)
+SETTINGS = with_defaults(AttributionSettings, precision="fp32", token_batch_size=256, unit_normalize=True)
 
 
 UNRELATED = [
@@ -52,7 +52,7 @@ def _attribute(tmp_path, adapter, train_dir, val_dir, settings=SETTINGS, method=
     """reduce + score, after fitting the method's Hessian on the training rows."""
     preconditioner, hessian = None, None
     if method != "none":
-        preconditioner = PreconditionerSettings(method=method, use_dataset_labels=True)
+        preconditioner = with_defaults(PreconditionerSettings, method=method, use_dataset_labels=True)
         hessian = tmp_path / f"{method}-hessian"
         fit_hessian(adapter, [train_dir], hessian, settings, preconditioner)
     out = tmp_path / method
@@ -99,7 +99,9 @@ def autograd_scores(adapter, train_dir, val_dir, unit_normalize=True):
 def test_scores_match_independent_autograd(tmp_path, adapter, gemma_tokenizer, unit_normalize):
     train_dir = _tokens(tmp_path, "train", GUESSER_ROWS[:5] + UNRELATED[:3], gemma_tokenizer)
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[5:], gemma_tokenizer)
-    settings = AttributionSettings(precision="fp32", token_batch_size=256, unit_normalize=unit_normalize)
+    settings = with_defaults(
+        AttributionSettings, precision="fp32", token_batch_size=256, unit_normalize=unit_normalize
+    )
     scores = _attribute(tmp_path, adapter, train_dir, val_dir, settings)
     expected = autograd_scores(adapter, train_dir, val_dir, unit_normalize)
     rel = np.abs(scores["score"].to_numpy() - expected).max() / np.abs(expected).max()
@@ -235,13 +237,15 @@ def test_preconditioned_scores_match_an_independent_computation(tmp_path, adapte
     wrong damping apart."""
     train_dir = _tokens(tmp_path, "train", GUESSER_ROWS[:5] + UNRELATED[:3], gemma_tokenizer)
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[5:], gemma_tokenizer)
-    preconditioner = PreconditionerSettings(method=method, use_dataset_labels=True)
+    preconditioner = with_defaults(PreconditionerSettings, method=method, use_dataset_labels=True)
     assert preconditioner.damping_factor == 0.1
     hessian = tmp_path / "hessian"
     fit_hessian(adapter, [train_dir], hessian, SETTINGS, preconditioner)
     expected = independent_preconditioned_scores(adapter, train_dir, val_dir, method, dampings=(0.1, 0.2))
     for unit_normalize in (True, False):
-        settings = AttributionSettings(precision="fp32", token_batch_size=256, unit_normalize=unit_normalize)
+        settings = with_defaults(
+            AttributionSettings, precision="fp32", token_batch_size=256, unit_normalize=unit_normalize
+        )
         out = tmp_path / f"unit_normalize-{unit_normalize}"
         reduce_query(adapter, val_dir, out / "query", settings, preconditioner, hessian, aggregation="mean")
         score_train(
@@ -334,7 +338,9 @@ def test_token_batch_size_smaller_than_a_row_is_a_clear_error(tmp_path, adapter,
 
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[:2], gemma_tokenizer)
     with pytest.raises(WorkflowInputError, match="token_batch_size=8"):
-        reduce_query(adapter, val_dir, tmp_path / "query", AttributionSettings(token_batch_size=8))
+        reduce_query(
+            adapter, val_dir, tmp_path / "query", with_defaults(AttributionSettings, token_batch_size=8)
+        )
     assert not (tmp_path / "query").exists()
 
 
@@ -344,7 +350,9 @@ def test_token_batch_size_beyond_the_model_is_a_clear_error(tmp_path, adapter, g
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[:2], gemma_tokenizer)
     # the tiny model has max_position_embeddings=512
     with pytest.raises(WorkflowInputError, match="exceeds the model's maximum length 512"):
-        reduce_query(adapter, val_dir, tmp_path / "query", AttributionSettings(token_batch_size=1024))
+        reduce_query(
+            adapter, val_dir, tmp_path / "query", with_defaults(AttributionSettings, token_batch_size=1024)
+        )
     assert not (tmp_path / "query").exists()
 
 
@@ -382,7 +390,8 @@ def test_matrix_row_means_equal_the_mean_query_scores(tmp_path, adapter, gemma_t
 UNEXERCISED = {
     # a random projection of the gradients, the summed loss, and the MLP LoRA left out
     "projection-sum-filter": (
-        AttributionSettings(
+        with_defaults(
+            AttributionSettings,
             precision="fp32",
             token_batch_size=256,
             projection_dim=16,
@@ -411,7 +420,7 @@ def test_unexercised_settings_score_every_row_and_rank_a_copy_first(tmp_path, ad
     val_dir = _tokens(tmp_path, "val", val_chats, gemma_tokenizer)
     preconditioner, hessian = None, None
     if method != "none":
-        preconditioner = PreconditionerSettings(method=method, use_dataset_labels=True)
+        preconditioner = with_defaults(PreconditionerSettings, method=method, use_dataset_labels=True)
         hessian = tmp_path / "hessian"
         fit_hessian(adapter, [train_dir], hessian, settings, preconditioner)
     reduce_query(adapter, val_dir, tmp_path / "query", settings, preconditioner, hessian, aggregation="none")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_snakemake
+from conftest import run_snakemake, with_defaults
 from test_workflow import planned_jobs
 
 from playpen_attribution.counterfactual import (
@@ -153,8 +153,8 @@ def test_a_retrain_trains_on_exactly_the_kept_rows(tiny_gemma_dir, guesser_token
         train_tokens_dir=train_dir,
         val_tokens_dir=val_dir,
         removed_path=removed_path,
-        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
-        settings=TrainSettings(epochs=1, batch_size=2, max_steps=-1, max_length=256, seed=3),
+        lora=with_defaults(LoraSettings, r=4, alpha=8, dropout=0.0),
+        settings=with_defaults(TrainSettings, epochs=1, batch_size=2, max_steps=-1, max_length=256, seed=3),
         loss_reduction="mean",
         adapter_out=out / "adapter",
         metrics_out=out / "metrics.parquet",
@@ -491,8 +491,10 @@ def test_the_baseline_retrain_reproduces_train_lora_step_for_step(tiny_gemma_dir
     would show. Power control: the same retrain with another seed gives another curve."""
     from playpen_attribution.train import run_training
 
-    lora = LoraSettings(r=4, alpha=8, dropout=0.1)
-    settings = TrainSettings(epochs=1, batch_size=2, max_steps=4, learning_rate=1e-2, max_length=256, seed=5)
+    lora = with_defaults(LoraSettings, r=4, alpha=8, dropout=0.1)
+    settings = with_defaults(
+        TrainSettings, epochs=1, batch_size=2, max_steps=4, learning_rate=1e-2, max_length=256, seed=5
+    )
     sft = tmp_path / "sft"
     run_training(
         model_name_or_path=str(tiny_gemma_dir),

@@ -74,11 +74,11 @@ def test_an_unexpected_error_keeps_its_traceback_in_the_log(tmp_path):
 # A job body under run_step, without Snakemake: writes its first output, then (by mode)
 # finishes, raises KeyboardInterrupt (Ctrl-C) or waits for a signal.
 STEP_SCRIPT = """
-import logging, sys, time, types
+import logging, sys, time
 from playpen_attribution.smk import run_step
 
 first, second, log, mode = sys.argv[1:5]
-def step(snakemake):
+def step():
     if mode == "ok":
         from playpen_attribution.errors import warn_user
 
@@ -90,7 +90,7 @@ def step(snakemake):
         open(first + ".ready", "w").close()
         time.sleep(60)
     open(second, "w").write("written")
-run_step(types.SimpleNamespace(rule="prepare_data", log=[log], output=[first, second]), step)
+run_step("prepare_data", [log], [first, second], step)
 """
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REFERENCE, REPO
+from conftest import REFERENCE, REPO, with_defaults
 
 from playpen_attribution import demo_data
 from playpen_attribution.generate import (
@@ -38,7 +38,7 @@ from playpen_attribution.generate import (
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/taboo_instances.schema.yaml").read_text())
 REFERENCE_INSTANCES = REFERENCE / "clembench/taboo/in/instances.json"
 OUT = "results/demo/taboo/WordGuesser/generated"
-FAST = GenerateSettings(candidate_top_n=20000)
+FAST = with_defaults(GenerateSettings, candidate_top_n=20000)
 
 
 def split_frame(seed: int, n_episodes: int, prefix: str) -> pd.DataFrame:
@@ -111,10 +111,10 @@ def test_seeds_are_shrunk_toward_the_overall_rate():
             "val_success_rate": [np.nan, np.nan, np.nan],
         }
     )
-    scored = select_seeds(words, GenerateSettings(prior_strength=4)).set_index("target_word")
+    scored = select_seeds(words, with_defaults(GenerateSettings, prior_strength=4)).set_index("target_word")
     # never won in 2 tries is less certainly hard than won once in 20
     assert scored.at["rare", "hardness"] < scored.at["often", "hardness"]
-    no_prior = select_seeds(words, GenerateSettings(prior_strength=0)).set_index("target_word")
+    no_prior = select_seeds(words, with_defaults(GenerateSettings, prior_strength=0)).set_index("target_word")
     assert no_prior.at["rare", "hardness"] > no_prior.at["often", "hardness"]
 
 
@@ -130,7 +130,7 @@ def test_val_outcomes_are_used_where_a_word_has_them():
             "val_success_rate": [0.0, np.nan],
         }
     )
-    scored = select_seeds(words, GenerateSettings()).set_index("target_word")
+    scored = select_seeds(words, with_defaults(GenerateSettings)).set_index("target_word")
     assert scored.at["a", "outcome_source"] == "val" and scored.at["a", "success_rate"] == 0.0
     assert scored.at["b", "outcome_source"] == "train" and scored.at["b", "success_rate"] == 1.0
 
@@ -148,7 +148,7 @@ def test_hard_and_easy_seeds_are_disjoint():
             "val_success_rate": [np.nan] * 4,
         }
     )
-    scored = select_seeds(words, GenerateSettings(quantile=0.75))
+    scored = select_seeds(words, with_defaults(GenerateSettings, quantile=0.75))
     hard = set(scored.loc[scored["set"] == "hard", "target_word"])
     easy = set(scored.loc[scored["set"] == "easy", "target_word"])
     assert len(hard) == 3 and easy and not hard & easy
@@ -191,13 +191,13 @@ def test_the_shrunk_success_rate_by_hand():
             "val_success_rate": [np.nan, np.nan, 1.0],
         }
     )
-    scored = select_seeds(words, GenerateSettings(prior_strength=4)).set_index("target_word")
+    scored = select_seeds(words, with_defaults(GenerateSettings, prior_strength=4)).set_index("target_word")
     # outcomes: a 0/2, b 6/8, c 2/2: overall rate 8 / 12 = 2/3; (successes + 4 * 2/3) / (n + 4)
     expected = {"a": (0 + 8 / 3) / 6, "b": (6 + 8 / 3) / 12, "c": (2 + 8 / 3) / 6}
     assert scored["shrunk_success_rate"].to_dict() == pytest.approx(expected)
     assert scored["hardness"].to_dict() == pytest.approx({w: 1 - r for w, r in expected.items()})
     assert scored["outcome_n"].to_dict() == {"a": 2, "b": 8, "c": 2}
-    flat = select_seeds(words, GenerateSettings(prior_strength=0)).set_index("target_word")
+    flat = select_seeds(words, with_defaults(GenerateSettings, prior_strength=0)).set_index("target_word")
     assert flat["shrunk_success_rate"].to_dict() == pytest.approx({"a": 0.0, "b": 0.75, "c": 1.0})
 
 
@@ -317,7 +317,7 @@ def test_a_candidate_without_three_related_words_is_rejected_for_the_next():
         "count": 3,
         "outcome_n": 3,
     }
-    generated, counts = match(pd.DataFrame([seed]), pool, GenerateSettings())
+    generated, counts = match(pd.DataFrame([seed]), pool, with_defaults(GenerateSettings))
     assert generated["word"].tolist() in (["zillion"], ["gutter"])
     assert counts["rejected_candidates"] == 1 and generated["rejected_before"].tolist() == [1]
 
@@ -346,7 +346,7 @@ def test_no_generated_word_leaks_a_train_val_or_excluded_word(tmp_path):
     excluded = read_exclude_words(exclude)
     assert excluded == ["nation", "educate"]
     words = words_frame(train, val)
-    settings = GenerateSettings(quantile=1.0, min_count=1, per_seed=3, candidate_top_n=5000)
+    settings = with_defaults(GenerateSettings, quantile=1.0, min_count=1, per_seed=3, candidate_top_n=5000)
     _, generated, summary = generate(words, train, val, settings, excluded)
     forbidden = {"government", "painting", "education", "national", "nation", "educate"}
     forbidden_stems = {stem(w) for w in forbidden}

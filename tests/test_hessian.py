@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import GUESSER_ROWS
+from conftest import GUESSER_ROWS, with_defaults
 
 from playpen_attribution.hessian_memory import (
     GIB,
@@ -38,7 +38,9 @@ def test_light_shapes_match_the_peft_model(tiny_gemma_dir):
 
     config = AutoConfig.from_pretrained(tiny_gemma_dir)
     with torch.device("meta"):
-        model = get_peft_model(AutoModelForCausalLM.from_config(config), LoraSettings(r=4).peft_config())
+        model = get_peft_model(
+            AutoModelForCausalLM.from_config(config), with_defaults(LoraSettings, r=4).peft_config()
+        )
     actual = {
         name: (module.in_features, module.out_features)
         for name, module in model.base_model.named_modules()
@@ -103,7 +105,7 @@ def test_estimate_matches_the_bytes_bergson_writes_and_holds(
     monkeypatch.setattr(sharded.ShardedMul, "_init_covariance_dict", _labelled(init, "covariance_setup"))
     eigen = eigenvectors_module.eigendecompose_owned
     monkeypatch.setattr(approximations, "eigendecompose_owned", _labelled(eigen, "eigendecompose"))
-    precond = PreconditionerSettings(method=method, use_dataset_labels=True)
+    precond = with_defaults(PreconditionerSettings, method=method, use_dataset_labels=True)
     result = check_adapter_budget(
         adapter, {"method": method, "hessian_dtype": "fp32", "module_partitions": 1}, None, 1
     )
@@ -114,7 +116,7 @@ def test_estimate_matches_the_bytes_bergson_writes_and_holds(
             adapter,
             [guesser_tokens[0]],
             tmp_path / "h",
-            AttributionSettings(precision="fp32", token_batch_size=256),
+            with_defaults(AttributionSettings, precision="fp32", token_batch_size=256),
             precond,
             result,
         )

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import with_defaults
 from test_attribution import CLUE_CHATS, _tokens
 
 from playpen_attribution.hessian_memory import GIB, lora_linear_shapes
@@ -45,7 +46,9 @@ def test_estimate_matches_what_bergson_writes_and_loads(tmp_path, adapter, gemma
     from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
     from playpen_attribution.tokens import load_token_dataset
 
-    settings = AttributionSettings(precision="fp32", token_batch_size=256, projection_dim=projection_dim)
+    settings = with_defaults(
+        AttributionSettings, precision="fp32", token_batch_size=256, projection_dim=projection_dim
+    )
     val_dir = _tokens(tmp_path, "val", CLUE_CHATS[:3], gemma_tokenizer)
     train_dir = _tokens(tmp_path, "train", CLUE_CHATS[3:8], gemma_tokenizer)
     n_val, n_train = count_token_rows(val_dir), count_token_rows(train_dir)
@@ -139,7 +142,7 @@ def test_gemma3_1b_entries_match_a_meta_model():
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(Gemma3TextConfig(**GEMMA3_1B, vocab_size=1024))
-        model = get_peft_model(model, LoraSettings(r=16, target_modules=MODULES).peft_config())
+        model = get_peft_model(model, with_defaults(LoraSettings, r=16, target_modules=MODULES).peft_config())
     lora = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
     assert lora == estimate(lora_linear_shapes(GEMMA3_1B, MODULES, 16), 1, 1).entries_per_row == 13_045_760
 
@@ -185,7 +188,7 @@ print("torch imported:", "torch" in sys.modules)
 
 @pytest.mark.parametrize("script", ["reduce_query", "score_train"])
 def test_rule_scripts_check_the_budget_before_torch(adapter, guesser_tokens, script):
-    """The rules' scripts read attribution.memory_budget_gb from the config and stop over
+    """The rules' scripts read attribution.memory_budget_gb from their resources and stop over
     it before importing torch (a fake `snakemake` object with no log: the step runs in the open)."""
     from conftest import REPO
 
@@ -199,7 +202,8 @@ fake = SimpleNamespace(
     log=[],
     input=SimpleNamespace(adapter={str(adapter)!r}, val={str(val_dir)!r}, train={str(train_dir)!r}),
     params=SimpleNamespace(attribution={{"projection_dim": 0, "filter_modules": None, "precision": "fp32"}}),
-    config={{"attribution": {{"memory_budget_gb": 5e-5}}}},
+    output=[],
+    resources=SimpleNamespace(memory_budget_gb="5e-05", nproc_per_node=1),
 )
 try:
     runpy.run_path({str(REPO / "workflow" / "scripts" / f"{script}.py")!r}, init_globals={{"snakemake": fake}})
@@ -293,7 +297,8 @@ fake = SimpleNamespace(
         attribution={{"filter_modules": None, "precision": "fp32"}},
         pipeline={{"method": "trackstar", "projection_dim": 64}},
     ),
-    config={{"attribution": {{"memory_budget_gb": 1e-3}}}},
+    output=[],
+    resources=SimpleNamespace(memory_budget_gb="1e-3", nproc_per_node=1),
 )
 try:
     runpy.run_path({str(REPO / "workflow" / "scripts" / "pipeline_attribution.py")!r}, init_globals={{"snakemake": fake}})

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import run_snakemake, with_defaults
 from test_counterfactual import _dry_run
 from test_workflow import planned_jobs
 
@@ -404,6 +404,11 @@ def test_the_steps_budget_is_that_of_sft_on_the_whole_pool():
     from playpen_attribution.selection import pool_steps
     from playpen_attribution.train import TrainSettings
 
-    assert pool_steps(111, TrainSettings(epochs=1, batch_size=4)) == 28  # the demo's train_lora
-    assert pool_steps(111, TrainSettings(epochs=3, batch_size=8, gradient_accumulation_steps=2)) == 21
-    assert pool_steps(111, TrainSettings(epochs=1, batch_size=4, max_steps=5)) == 5
+    assert (
+        pool_steps(111, with_defaults(TrainSettings, epochs=1, batch_size=4)) == 28
+    )  # the demo's train_lora
+    assert (
+        pool_steps(111, with_defaults(TrainSettings, epochs=3, batch_size=8, gradient_accumulation_steps=2))
+        == 21
+    )
+    assert pool_steps(111, with_defaults(TrainSettings, epochs=1, batch_size=4, max_steps=5)) == 5

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import with_defaults
 
 from playpen_attribution.models import bootstrap_adapter
 from playpen_attribution.tokens import load_token_dataset
@@ -31,8 +32,10 @@ def masked_loss(model, tokens):
     return total / count
 
 
-SETTINGS = TrainSettings(learning_rate=3e-3, epochs=4, batch_size=4, warmup_ratio=0.0, max_length=256, seed=7)
-LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
+SETTINGS = with_defaults(
+    TrainSettings, learning_rate=3e-3, epochs=4, batch_size=4, warmup_ratio=0.0, max_length=256, seed=7
+)
+LORA = with_defaults(LoraSettings, r=8, alpha=16, dropout=0.0)
 
 
 @pytest.fixture(scope="session")

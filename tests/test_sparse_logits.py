@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import GUESSER_ROWS, chat
+from conftest import GUESSER_ROWS, chat, with_defaults
 from test_attribution import CLUE_CHATS, _tokens
 
 from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
@@ -369,7 +369,9 @@ def _attribution_outputs(tmp_path, adapter, train_dir, val_dir, sparse):
     from bergson.data import load_gradients
     from transformers import AutoConfig
 
-    settings = AttributionSettings(precision="fp64", token_batch_size=256, sparse_logits=sparse)
+    settings = with_defaults(
+        AttributionSettings, precision="fp64", token_batch_size=256, sparse_logits=sparse
+    )
     with RowCounter(AutoConfig.from_pretrained(adapter).vocab_size) as counter:
         reduce_query(adapter, val_dir, tmp_path / "query", settings, aggregation="mean")
         score_train(
@@ -433,7 +435,8 @@ def _sft(tiny_gemma_dir, tokenizer, train, val, sparse, grad_acc, tmp_path, monk
 
     from playpen_attribution.train import LoraSettings, TrainSettings, train_lora
 
-    settings = TrainSettings(
+    settings = with_defaults(
+        TrainSettings,
         learning_rate=3e-3,
         epochs=1,
         batch_size=2 // grad_acc,
@@ -446,7 +449,9 @@ def _sft(tiny_gemma_dir, tokenizer, train, val, sparse, grad_acc, tmp_path, monk
     )
     counter = LogitRowCounter(monkeypatch)
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=DTYPE)
-    trainer = train_lora(model, tokenizer, train, val, LoraSettings(r=4, dropout=0.0), settings, tmp_path)
+    trainer = train_lora(
+        model, tokenizer, train, val, with_defaults(LoraSettings, r=4, dropout=0.0), settings, tmp_path
+    )
     weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
     return weights, trainer.state.log_history, counter.rows
 

@@ -1,7 +1,7 @@
 """One tokenization: the mask modes, truncation, and what TRL and Bergson see."""
 
 import pytest
-from conftest import chat
+from conftest import chat, with_defaults
 
 from playpen_attribution.tokens import (
     IGNORE_INDEX,
@@ -110,10 +110,14 @@ def test_sft_and_attribution_see_identical_tokens(gemma_tokenizer, tiny_gemma_di
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(TrainSettings(max_length=512, batch_size=3), tmp_path / "sft", eval_each_epoch=False),
+        args=sft_config(
+            with_defaults(TrainSettings, max_length=512, batch_size=3),
+            tmp_path / "sft",
+            eval_each_epoch=False,
+        ),
         train_dataset=sft_view(tokens),
         processing_class=gemma_tokenizer,
-        peft_config=LoraSettings(r=4).peft_config(),
+        peft_config=with_defaults(LoraSettings, r=4).peft_config(),
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(tokens))])
     bergson_rows = attribution_view(tokens)

@@ -378,8 +378,8 @@ REPORTING = {"report_topk", "report_words", "word_scores", "report_planted"}
         ),
         (
             "sparse_logits.py",
-            {"train_lora", "hessian", "reduce_query", "score_train", "generate_instances", "score_generated"}
-            | REPORTING,
+            # generate_instances and score_generated render through render.py, not report.py
+            {"train_lora", "hessian", "reduce_query", "score_train"} | REPORTING,
             ADAPTER_DOWNSTREAM,
         ),
         ("counterfactual.py", set(), set()),

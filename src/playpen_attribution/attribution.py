@@ -23,7 +23,7 @@ import logging
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WorkflowInputError
@@ -33,14 +33,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AttributionSettings:
-    unit_normalize: bool = True
-    projection_dim: int = 0
-    precision: str = "auto"
-    token_batch_size: int = 1024
-    loss_reduction: str = "mean"
-    filter_modules: str | None = None
-    nproc_per_node: int = 1
-    sparse_logits: bool = True  # config compute.sparse_logits (see sparse_logits.py)
+    """Config `attribution` (no defaults here: the schema holds them; see settings.py)."""
+
+    CONFIG_SECTION = "attribution"
+
+    unit_normalize: bool
+    projection_dim: int
+    precision: str
+    token_batch_size: int
+    loss_reduction: str
+    filter_modules: str | None
+    nproc_per_node: int
+    sparse_logits: bool = field(metadata={"config": "compute.sparse_logits"})  # see sparse_logits.py
 
 
 @dataclass
@@ -48,14 +52,16 @@ class PreconditionerSettings:
     """One factored Hessian method and how it is fit and inverted (config
     `attribution.preconditioner`, plus the method and the seed of the label sampling)."""
 
-    method: str
-    data: str = "train"
-    use_dataset_labels: bool = False
-    hessian_dtype: str = "fp32"
-    module_partitions: int = 1
-    inversion: str = "damped_inverse"
-    damping_factor: float = 0.1
-    seed: int = 42
+    CONFIG_SECTION = "attribution.preconditioner"
+
+    method: str = field(metadata={"config": None})
+    data: str
+    use_dataset_labels: bool
+    hessian_dtype: str
+    module_partitions: int
+    inversion: str
+    damping_factor: float
+    seed: int = field(metadata={"config": "seed"})
 
     def hessian_config(self):
         from bergson.config.config import HessianConfig
@@ -81,16 +87,18 @@ class PreconditionerSettings:
         )
 
 
-def settings_from_params(snakemake) -> tuple[AttributionSettings, PreconditionerSettings | None]:
-    """The rule's params as settings; nproc_per_node comes from the config (a resource:
-    it changes no score, so it is not a param that would rerun the job)."""
+def settings_from_params(
+    params, nproc_per_node: int
+) -> tuple[AttributionSettings, PreconditionerSettings | None]:
+    """A rule's params (`attribution`, `compute`, `preconditioner`) as settings.
+    `nproc_per_node` is the job's resource: it changes no score, so it is no param."""
     settings = AttributionSettings(
-        **snakemake.params.attribution,
-        nproc_per_node=snakemake.config["attribution"]["nproc_per_node"],
-        sparse_logits=snakemake.params.compute["sparse_logits"],
+        **params.attribution,
+        nproc_per_node=nproc_per_node,
+        sparse_logits=params.compute["sparse_logits"],
     )
-    params = snakemake.params.preconditioner
-    return settings, PreconditionerSettings(**params) if params else None
+    preconditioner = params.preconditioner
+    return settings, PreconditionerSettings(**preconditioner) if preconditioner else None
 
 
 def _preprocess(settings, preconditioner, hessian_dir, aggregation):

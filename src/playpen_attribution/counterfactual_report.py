@@ -287,7 +287,7 @@ def write_counterfactual_report(
     summary = counterfactual_markdown(table, game, role, method, aggregation)
     write_text(summary, markdown_out)
     if html_out:
-        from .report import markdown_html
+        from .render import markdown_html
 
         write_text(markdown_html(summary, f"counterfactual: {game} / {role}"), html_out)
     plot_counterfactual(table, plot_out, f"Counterfactual retrains: {game} / {role}")

@@ -16,6 +16,8 @@ import json
 import random
 from pathlib import Path
 
+from .prompts import DESCRIBER_PROMPT, GUESSER_PROMPT, WORDLE_PROMPT
+
 # word: (band, forbidden related words, clues from most to least helpful)
 TABOO_WORDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "bread": (
@@ -246,23 +248,6 @@ WORDLE_WORDS = ("crane", "plant", "stone", "light", "bread", "chair", "sweet", "
 WORDLE_OPENERS = ("arise", "slate", "crane", "audio", "stare")
 
 MODELS = ("demo-model-a", "demo-model-b")
-
-DESCRIBER_PROMPT = (
-    "Let's play a word game. You give hints; your partner guesses.\n\n"
-    "Your secret word is: {word}\n\n"
-    "You must not say these words (or any form of them): {related}.\n"
-    "Never say the secret word itself.\n"
-    "Answer only in the form HINT: <your hint>. Your partner answers with GUESS: <word>.\n"
-    "You both win if your partner finds the word within three guesses. Keep hints short."
-)
-GUESSER_PROMPT = (
-    "Word game: your partner hints at a secret word. Three tries. Reply GUESS: <word>.\n\nHINT: {clue}"
-)
-WORDLE_PROMPT = (
-    "Guess the hidden five-letter English word in at most three tries.\n"
-    "After each guess you get feedback per letter: G = right place, Y = in the word, "
-    "X = not in the word.\nAnswer in the form GUESS: <word>."
-)
 
 
 def _wordle_feedback(guess: str, target: str) -> str:

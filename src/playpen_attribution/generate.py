@@ -30,15 +30,15 @@ import logging
 import math
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .demo_data import DESCRIBER_PROMPT, GUESSER_PROMPT
 from .errors import WorkflowInputError
+from .prompts import DESCRIBER_PROMPT, GUESSER_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,25 @@ PLACEHOLDERS = {"describer": ("$TARGET_WORD$", "$REL_WORD$", "$N$"), "guesser": 
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    quantile: float = 0.25
-    min_count: int = 2
-    prior_strength: float = 4.0
-    impact: str = "mean_score"
-    per_seed: int = 1
-    candidate_top_n: int = 50000
-    zipf_min: float = 2.5
-    pos_penalty: float = 2.0
-    category_penalty: float = 1.0
-    max_turns: int = 3
-    seed: int = 42
+    """Config `generate` (no defaults here: the schema holds them; see settings.py)."""
+
+    CONFIG_SECTION = "generate"
+
+    quantile: float
+    min_count: int
+    prior_strength: float
+    impact: str
+    per_seed: int
+    candidate_top_n: int
+    zipf_min: float
+    pos_penalty: float
+    category_penalty: float
+    max_turns: int
+    seed: int = field(metadata={"config": "seed"})
 
     @classmethod
-    def from_config(cls, section: dict, seed: int) -> GenerateSettings:
+    def from_params(cls, section: dict, seed: int) -> GenerateSettings:
+        """From the rule's `generate` params (which also hold exclude_words, templates)."""
         known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
         return cls(**(known | {"seed": seed}))
 
@@ -553,7 +558,7 @@ def write_generated(
     text = words_markdown(generated, summary, game, role)
     write_text(text, markdown_out)
     if html_out:
-        from .report import markdown_html
+        from .render import markdown_html
 
         write_text(markdown_html(text, f"generated words: {game} / {role}"), html_out)
     log.info("generated %s", summary["generated"])

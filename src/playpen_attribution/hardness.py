@@ -244,7 +244,7 @@ def write_hardness(
     text = hardness_markdown(scored, summary, game, role)
     write_text(text, markdown_out)
     if html_out:
-        from .report import markdown_html
+        from .render import markdown_html
 
         write_text(markdown_html(text, f"hardness check: {game} / {role}"), html_out)
     plot_hardness(scored, summary, plot_out, f"Hardness check: {game} / {role}")

@@ -44,7 +44,7 @@ to bound that memory.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .attribution import (
     AttributionSettings,
@@ -70,19 +70,23 @@ class PipelineSettings:
     """One pipeline's settings (config `attribution.trackstar` / `attribution.trak`, plus
     the method and the seed of its projection and label sampling)."""
 
-    method: str
-    seed: int
+    CONFIG_SECTION = None  # attribution.trackstar or attribution.trak, by method
+
+    method: str = field(metadata={"config": None})
+    seed: int = field(metadata={"config": "seed"})
     projection_dim: int
     damping_factor: float
     stats_sample_size: int | None
-    # trackstar (mixed) only
-    target_downweight_components: int | None = None
-    # trak only: adapter directories to average over ([]: the trained adapter)
-    checkpoints: tuple[str, ...] = ()
+    # trackstar (mixed) only: None for the methods whose params leave it out
+    target_downweight_components: int | None
+    # trak only: adapter directories to average over (empty: the trained adapter)
+    checkpoints: tuple[str, ...]
 
     @classmethod
     def from_params(cls, params: dict) -> PipelineSettings:
+        """From the rule's `pipeline` params, which hold only the method's own keys."""
         params = dict(params)
+        params.setdefault("target_downweight_components", None)
         params["checkpoints"] = tuple(params.get("checkpoints") or ())
         return cls(**params)
 

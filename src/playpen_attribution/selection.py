@@ -472,7 +472,7 @@ def write_selection_report(
     import pandas as pd
 
     from .io import write_parquet, write_text
-    from .report import markdown_html
+    from .render import markdown_html
 
     trains = {json.loads(Path(p).read_text())["arm"]: json.loads(Path(p).read_text()) for p in summary_paths}
     arms, rows_by_arm = [], {}

@@ -1,6 +1,6 @@
 """Glue between Snakemake's `script:` directive and the package.
 
-`run_step(snakemake, fn)` sends everything the job emits to the rule's log file: our
+`run_step(rule, log, outputs, body)` runs `body()` and sends everything the job emits to the rule's log file: our
 logging, library logging and warnings, progress bars, output of C extensions and of child
 processes (file descriptors 1 and 2 are redirected, not only Python's streams; bergson
 also resets the root logger to stdout when imported). The terminal gets one line:
@@ -104,13 +104,17 @@ class _TerminalHandler(logging.Handler):
             self.stream.write(f"{self.rule}: WARNING: {message} (log: {self.log_file})\n")
 
 
-def run_step(snakemake, step) -> None:
-    """Run `step(snakemake)` as a Snakemake script body, its output in the rule's log."""
-    name = getattr(snakemake, "rule", "step")
-    log_file = snakemake.log[0] if len(snakemake.log) else None
+def run_step(rule: str, log_files, outputs, body) -> None:
+    """Run `body()` as the job of `rule`, its output in the rule's log (`log_files[0]`).
+
+    The script passes Snakemake's `rule`, `log` and `output` and a closure over the rest:
+    the package never receives the Snakemake object itself. `outputs` are removed if the
+    body fails or is interrupted."""
+    name = rule or "step"
+    log_file = log_files[0] if len(log_files) else None
     if log_file is None:  # no log declared: run in the open
         setup_logging()
-        step(snakemake)
+        body()
         return
     os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
     with output_to_file(log_file) as terminal:
@@ -123,13 +127,13 @@ def run_step(snakemake, step) -> None:
             log.info("%s runs as SLURM job %s on %s", name, os.environ["SLURM_JOB_ID"], os.uname().nodename)
         start = time.perf_counter()
         try:
-            step(snakemake)
+            body()
         except (Exception, KeyboardInterrupt) as exc:
             if isinstance(exc, WorkflowInputError):
                 log.error("%s failed: %s", name, exc)
             else:
                 log.error("%s failed:\n%s", name, traceback.format_exc())
-            remove_outputs(list(getattr(snakemake, "output", [])))
+            remove_outputs(list(outputs))
             terminal.write(f"{name} failed: {_reason(exc)} (log: {log_file})\n")
             failed = True
         else:

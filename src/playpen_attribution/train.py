@@ -13,15 +13,16 @@ from .errors import WorkflowInputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-
+# Settings have no defaults: the config schema holds them (settings.py builds these).
 @dataclass
 class LoraSettings:
-    r: int = 16
-    alpha: float = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    CONFIG_SECTION = "lora"
+
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: list[str]
 
     def peft_config(self):
         from peft import LoraConfig
@@ -37,16 +38,18 @@ class LoraSettings:
 
 @dataclass
 class TrainSettings:
-    learning_rate: float = 2e-4
-    epochs: float = 3
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_steps: int = -1
-    max_length: int = 1024
-    seed: int = 42
-    sparse_logits: bool = True  # config compute.sparse_logits (see sparse_logits.py)
+    CONFIG_SECTION = "train"
+
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    warmup_ratio: float
+    weight_decay: float
+    max_steps: int
+    max_length: int = field(metadata={"config": "tokenize.max_length"})
+    seed: int = field(metadata={"config": "seed"})
+    sparse_logits: bool = field(metadata={"config": "compute.sparse_logits"})  # see sparse_logits.py
 
 
 def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True):

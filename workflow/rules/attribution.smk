@@ -13,6 +13,9 @@ rule hessian:
         method="|".join(FACTORED_METHODS) or "no-factored-method",
     threads: MAX_THREADS
     resources:
+        **attribution_resources(
+            config["attribution"]["preconditioner"]["memory_budget_gb"]
+        ),
         runtime=240,
     params:
         attribution=attribution_params(HESSIAN_ATTRIBUTION_KEYS),
@@ -39,6 +42,7 @@ rule reduce_query:
         method="|".join(REDUCE_SCORE_METHODS) or "no-reduce-method",
     threads: MAX_THREADS
     resources:
+        **attribution_resources(config["attribution"]["memory_budget_gb"]),
         runtime=120,
     params:
         attribution=attribution_params(),
@@ -71,6 +75,7 @@ rule score_train:
         method="|".join(REDUCE_SCORE_METHODS) or "no-reduce-method",
     threads: MAX_THREADS
     resources:
+        **attribution_resources(config["attribution"]["memory_budget_gb"]),
         runtime=240,
     params:
         attribution=attribution_params(),
@@ -104,6 +109,7 @@ rule pipeline_attribution:
         method="|".join(PIPELINE_METHODS) or "no-pipeline-method",
     threads: MAX_THREADS
     resources:
+        **attribution_resources(config["attribution"]["memory_budget_gb"]),
         runtime=240,
     params:
         # projection_dim is the pipeline's own (attribution.trackstar / .trak)

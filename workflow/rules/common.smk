@@ -262,6 +262,16 @@ HESSIAN_FIT_KEYS = ("data", "use_dataset_labels", "hessian_dtype", "module_parti
 INVERSION_KEYS = ("inversion", "damping_factor")
 
 
+def attribution_resources(budget):
+    """How an attribution job runs, not what it computes: resources never rerun a job.
+    The memory budget (GB) is text because Snakemake truncates a float resource to an
+    int (2.5 would become 2); the script parses it."""
+    return {
+        "nproc_per_node": config["attribution"]["nproc_per_node"],
+        "memory_budget_gb": str(budget),
+    }
+
+
 def attribution_params(keys=ATTRIBUTION_KEYS):
     settings = config["attribution"]
     return canonical({key: settings.get(key) for key in keys})

@@ -32,9 +32,10 @@ checkpoint prepare_data:
     benchmark:
         benchmark_path("prepare_data")
     resources:
+        # turns warnings into errors and changes no output: a resource, no rerun
+        dataset_strict=int(config["dataset"]["strict"]),
         runtime=30,
     params:
-        # dataset.strict only turns warnings into errors: read by the script, no rerun.
         dataset={k: v for k, v in config_section("dataset").items() if k != "strict"},
         split=split_params(),
         code=code("prepare_data.py"),

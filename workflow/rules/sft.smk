@@ -34,6 +34,8 @@ rule tokenize:
     benchmark:
         benchmark_path("tokenize")
     resources:
+        # turns warnings into errors and changes no output: a resource, no rerun
+        dataset_strict=int(config["dataset"]["strict"]),
         runtime=30,
     params:
         model=config_section("model"),

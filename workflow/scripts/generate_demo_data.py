@@ -20,4 +20,4 @@ def main(snakemake):
     log.info("wrote demo dataset %s: %s", out_dir, counts)
 
 
-run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

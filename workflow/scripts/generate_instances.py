@@ -17,7 +17,7 @@ def main(snakemake):
         train_path=snakemake.input.train,
         val_path=snakemake.input.val,
         schema_path=SCHEMA,
-        settings=GenerateSettings.from_config(snakemake.params.generate, snakemake.params.seed),
+        settings=GenerateSettings.from_params(snakemake.params.generate, snakemake.params.seed),
         exclude_path=snakemake.params.generate.get("exclude_words"),
         describer_template=templates.get("describer"),
         guesser_template=templates.get("guesser"),
@@ -32,4 +32,4 @@ def main(snakemake):
     )
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

@@ -12,14 +12,13 @@ def main(snakemake):
         snakemake.input.adapter,
         snakemake.params.preconditioner,
         snakemake.params.attribution.get("filter_modules"),
-        # the budget is a check, not a setting of the result: read from the config so
-        # that changing it reruns nothing
-        snakemake.config["attribution"]["preconditioner"]["memory_budget_gb"],
+        # a check, not a setting of the result: a resource, so changing it reruns nothing
+        float(snakemake.resources.memory_budget_gb),
     )
 
     from playpen_attribution.attribution import fit_hessian, settings_from_params
 
-    settings, preconditioner = settings_from_params(snakemake)
+    settings, preconditioner = settings_from_params(snakemake.params, snakemake.resources.nproc_per_node)
     fit_hessian(
         snakemake.input.adapter,
         snakemake.input.tokens,
@@ -30,4 +29,4 @@ def main(snakemake):
     )
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

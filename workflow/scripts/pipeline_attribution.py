@@ -16,8 +16,8 @@ def main(snakemake):
         count_token_rows(snakemake.input.train),
         pipeline["projection_dim"],
         snakemake.params.attribution.get("filter_modules"),
-        # a check, not a setting of the result: read from the config (no rerun)
-        snakemake.config["attribution"]["memory_budget_gb"],
+        # a check, not a setting of the result: a resource, so changing it reruns nothing
+        float(snakemake.resources.memory_budget_gb),
         projection_target="global" if section == "trak" else "per_module",
         precision=snakemake.params.attribution.get("precision") or "auto",
         pipeline=pipeline["method"],
@@ -30,7 +30,7 @@ def main(snakemake):
     settings = AttributionSettings(
         **snakemake.params.attribution,
         # a resource: it changes no score, so it is not a param that would rerun the job
-        nproc_per_node=snakemake.config["attribution"]["nproc_per_node"],
+        nproc_per_node=snakemake.resources.nproc_per_node,
         sparse_logits=snakemake.params.compute["sparse_logits"],
     )
     pipeline_scores(
@@ -46,4 +46,4 @@ def main(snakemake):
     )
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

@@ -32,4 +32,4 @@ def main(snakemake):
     write_json(summary, snakemake.output.summary)
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

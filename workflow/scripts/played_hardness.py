@@ -17,4 +17,4 @@ def main(snakemake):
     )
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

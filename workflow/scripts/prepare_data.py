@@ -22,9 +22,9 @@ def main(snakemake):
         eval_path=snakemake.output.eval,
         split=snakemake.params.split,
         summary_path=snakemake.output.summary,
-        # Read here, not a param: it turns warnings into errors and changes no output.
-        strict=snakemake.config["dataset"]["strict"],
+        # A resource, not a param: it turns warnings into errors and changes no output.
+        strict=bool(snakemake.resources.dataset_strict),
     )
 
 
-run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

@@ -11,4 +11,4 @@ def main(snakemake):
     write_manifest(snakemake.output[0], snakemake.output[1])
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

@@ -16,16 +16,15 @@ def main(snakemake):
         0,
         attribution.get("projection_dim") or 0,
         attribution.get("filter_modules"),
-        # the budget is a check, not a setting of the result: read from the config so
-        # that changing it reruns nothing
-        snakemake.config["attribution"]["memory_budget_gb"],
+        # a check, not a setting of the result: a resource, so changing it reruns nothing
+        float(snakemake.resources.memory_budget_gb),
         projection_target=attribution.get("projection_target") or "per_module",
         precision=attribution.get("precision") or "auto",
     )
 
     from playpen_attribution.attribution import reduce_query, settings_from_params
 
-    settings, preconditioner = settings_from_params(snakemake)
+    settings, preconditioner = settings_from_params(snakemake.params, snakemake.resources.nproc_per_node)
     reduce_query(
         snakemake.input.adapter,
         snakemake.input.val,
@@ -36,4 +35,4 @@ def main(snakemake):
     )
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

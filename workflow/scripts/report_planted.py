@@ -20,4 +20,4 @@ def main(snakemake):
     log.info("planted copies:\n%s", table.to_string(index=False))
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

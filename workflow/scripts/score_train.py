@@ -15,16 +15,15 @@ def main(snakemake):
         count_token_rows(snakemake.input.train),
         attribution.get("projection_dim") or 0,
         attribution.get("filter_modules"),
-        # the budget is a check, not a setting of the result: read from the config so
-        # that changing it reruns nothing
-        snakemake.config["attribution"]["memory_budget_gb"],
+        # a check, not a setting of the result: a resource, so changing it reruns nothing
+        float(snakemake.resources.memory_budget_gb),
         projection_target=attribution.get("projection_target") or "per_module",
         precision=attribution.get("precision") or "auto",
     )
 
     from playpen_attribution.attribution import score_train, settings_from_params
 
-    settings, preconditioner = settings_from_params(snakemake)
+    settings, preconditioner = settings_from_params(snakemake.params, snakemake.resources.nproc_per_node)
     score_train(
         snakemake.input.adapter,
         snakemake.input.train,
@@ -40,4 +39,4 @@ def main(snakemake):
     )
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821

@@ -21,10 +21,10 @@ def main(snakemake):
         summary_path=snakemake.output.summary,
         eval_parquet=snakemake.input.eval,
         out_eval=snakemake.output.eval,
-        strict=snakemake.config["dataset"]["strict"],
+        strict=bool(snakemake.resources.dataset_strict),
     )
     # The exact tokenizer (and chat template) used: SFT and the adapter reuse it.
     tokenizer.save_pretrained(snakemake.output.tokenizer)
 
 
-run_step(snakemake, main)  # noqa: F821
+run_step(snakemake.rule, snakemake.log, snakemake.output, lambda: main(snakemake))  # noqa: F821
