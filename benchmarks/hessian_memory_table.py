@@ -1,4 +1,4 @@
-"""Print the Hessian memory table (README) for Gemma 3 1B and 270M, without any weights.
+"""Print the Hessian memory table (docs/methods.md) for Gemma 3 1B and 270M, without any weights.
 
 The LoRA matrices are enumerated on a meta-device model (no memory, no download) and the
 memory model (`playpen_attribution.hessian_memory`) is applied to their shapes; the script
