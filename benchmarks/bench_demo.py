@@ -74,8 +74,10 @@ def main():
     noop = snakemake("-n", *config, *targets, workdir=work, cores=args.cores)
     noop_s = time.perf_counter() - start
     # A config file, not --config: Snakemake reads nested --config values as strings.
+    from playpen_attribution.settings import config_from_files
+
     changed = yaml.safe_load(config_file.read_text())
-    changed.setdefault("report", {})["k"] = changed.get("report", {}).get("k", 10) + 1
+    changed.setdefault("report", {})["k"] = config_from_files(config_file)["report"]["k"] + 1
     changed_file = work / "demo-new-k.yaml"
     changed_file.write_text(yaml.safe_dump(changed))
     new_k = snakemake("-n", f"--configfile={changed_file}", *targets, workdir=work, cores=args.cores)

@@ -113,7 +113,7 @@ def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | N
     start = time.perf_counter()
     if stage == "reduce_query":
         tokens_dir = results / "tokens/val"
-        reduce_query(adapter, tokens_dir, out / "query", settings)
+        reduce_query(adapter, tokens_dir, out / "query", settings, aggregation="none")
     else:
         tokens_dir = results / "tokens/train"
         query = WORK / f"reduce_query-{'on' if sparse else 'off'}" / "query"

@@ -48,7 +48,9 @@ def main():
                 projection_dim=dim,
             )
             start = time.perf_counter()
-            reduce_query(target / "adapter", target / "tokens/val", out / "query", settings)
+            reduce_query(
+                target / "adapter", target / "tokens/val", out / "query", settings, aggregation="none"
+            )
             score_train(
                 target / "adapter",
                 target / "tokens/train",

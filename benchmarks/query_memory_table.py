@@ -40,15 +40,17 @@ def main():
                     ("global", GLOBAL_PROJECTIONS, global_rows),
                 ):
                     for dim in dims:
-                        fp32 = estimate(shapes, n_query, n_train, dim, target, "fp32")
-                        bf16 = estimate(shapes, n_query, n_train, dim, target, "bf16")
+                        fp32 = estimate(shapes, n_query, n_train, dim, target, precision="fp32")
+                        bf16 = estimate(shapes, n_query, n_train, dim, target, precision="bf16")
                         # the pipelines' autocorrelation fits (they need a projection)
                         fits = {}
                         if dim:
                             for method in (
                                 ("trackstar", "trackstar_train") if target == "per_module" else ("trak",)
                             ):
-                                fit = estimate(shapes, n_query, n_train, dim, target, "fp32", method)
+                                fit = estimate(
+                                    shapes, n_query, n_train, dim, target, precision="fp32", pipeline=method
+                                )
                                 fits[f"{method}_fits_gb"] = round(fit.autocorrelation_memory_bytes / GIB, 3)
                         out.append(
                             {

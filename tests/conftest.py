@@ -18,6 +18,21 @@ def with_defaults(cls, **given):
     return from_config(cls, SCHEMA_DEFAULTS, **given)
 
 
+# The demo data's settings at the schema's defaults.
+DEMO_DATA = SCHEMA_DEFAULTS["demo_data"]
+# How prepare() reads a dataset, at the schema's defaults (`dataset` section).
+DATASET_OPTIONS = {
+    key: SCHEMA_DEFAULTS["dataset"][key] for key in ("target_word_patterns", "keep_empty_completions")
+}
+
+
+def prepare_at_defaults(*args, **given):
+    """data.prepare with the dataset options at the schema's defaults, except `given`."""
+    from playpen_attribution.data import prepare
+
+    return prepare(*args, **(DATASET_OPTIONS | given))
+
+
 # Nothing in the test-suite may reach the Hugging Face hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -70,7 +85,7 @@ def demo_dataset_dir(tmp_path_factory) -> Path:
     from playpen_attribution.demo_data import write_demo_dataset
 
     out = tmp_path_factory.mktemp("demo") / "playpen-data"
-    write_demo_dataset(out, seed=0)
+    write_demo_dataset(out, **DEMO_DATA)
     return out
 
 

@@ -339,7 +339,11 @@ def test_token_batch_size_smaller_than_a_row_is_a_clear_error(tmp_path, adapter,
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[:2], gemma_tokenizer)
     with pytest.raises(WorkflowInputError, match="token_batch_size=8"):
         reduce_query(
-            adapter, val_dir, tmp_path / "query", with_defaults(AttributionSettings, token_batch_size=8)
+            adapter,
+            val_dir,
+            tmp_path / "query",
+            with_defaults(AttributionSettings, token_batch_size=8),
+            aggregation="none",
         )
     assert not (tmp_path / "query").exists()
 
@@ -351,7 +355,11 @@ def test_token_batch_size_beyond_the_model_is_a_clear_error(tmp_path, adapter, g
     # the tiny model has max_position_embeddings=512
     with pytest.raises(WorkflowInputError, match="exceeds the model's maximum length 512"):
         reduce_query(
-            adapter, val_dir, tmp_path / "query", with_defaults(AttributionSettings, token_batch_size=1024)
+            adapter,
+            val_dir,
+            tmp_path / "query",
+            with_defaults(AttributionSettings, token_batch_size=1024),
+            aggregation="none",
         )
     assert not (tmp_path / "query").exists()
 

@@ -2,12 +2,11 @@
 
 import pandas as pd
 import pytest
-from conftest import REFERENCE, chat, make_row, write_jsonl
+from conftest import DATASET_OPTIONS, REFERENCE, chat, make_row, prepare_at_defaults, write_jsonl
 
 from playpen_attribution.data import (
     hub_features,
     load_splits,
-    prepare,
     prepare_to_files,
     split_conversation,
 )
@@ -58,7 +57,7 @@ def small_dataset(tmp_path):
 
 
 def test_filters_game_role_and_drops_aborted(small_dataset):
-    frames, summary = prepare(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])
+    frames, summary = prepare_at_defaults(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])
     train = frames["train"]
     assert set(train["game"]) == {"taboo"} and set(train["game_role"]) == {"WordGuesser"}
     assert "aborted" not in set(train["outcome"])
@@ -71,7 +70,7 @@ def test_filters_game_role_and_drops_aborted(small_dataset):
 
 
 def test_prompt_completion_split_keeps_chat_messages(small_dataset):
-    frames, _ = prepare(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])
+    frames, _ = prepare_at_defaults(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])
     multi = frames["train"].set_index("task_id").loc[7]
     assert list(multi["prompt"]) == chat("a", "GUESS: X", "b")
     assert multi["completion"] == "GUESS: X"
@@ -87,7 +86,7 @@ def test_split_conversation_uses_last_assistant_turn():
 
 
 def test_guesser_target_word_join(small_dataset):
-    frames, summary = prepare(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])
+    frames, summary = prepare_at_defaults(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])
     train = frames["train"].set_index(["task_id", "model"])
     assert train.loc[(0, "m1"), "target_word"] == "winter"
     assert train.loc[(0, "m2"), "target_word"] == "feather"
@@ -99,7 +98,7 @@ def test_guesser_target_word_join(small_dataset):
 
 
 def test_describer_rows_get_their_own_word(small_dataset):
-    frames, _ = prepare(str(small_dataset), None, None, "taboo", "WordDescriber", [])
+    frames, _ = prepare_at_defaults(str(small_dataset), None, None, "taboo", "WordDescriber", [])
     assert sorted(frames["train"]["target_word"]) == ["feather", "rifle", "ugly", "winter"]
 
 
@@ -117,6 +116,8 @@ def test_row_ids_stable_across_runs(small_dataset, tmp_path):
             game="taboo",
             role="WordGuesser",
             drop_outcomes=["aborted"],
+            **DATASET_OPTIONS,
+            strict=False,
         )
         outputs.append(pd.read_parquet(paths["train"]))
     pd.testing.assert_frame_equal(outputs[0], outputs[1])
@@ -128,7 +129,7 @@ def test_row_ids_stable_across_runs(small_dataset, tmp_path):
 
 def test_unknown_game_role_lists_available_pairs(small_dataset):
     with pytest.raises(WorkflowInputError) as err:
-        prepare(str(small_dataset), None, None, "taboo", "Referee", ["aborted"])
+        prepare_at_defaults(str(small_dataset), None, None, "taboo", "Referee", ["aborted"])
     message = str(err.value)
     assert "'Referee'" in message
     assert "taboo/WordGuesser (6 rows)" in message
@@ -141,7 +142,7 @@ def test_missing_column_is_named(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", rows)
     with pytest.raises(WorkflowInputError, match=r"train.jsonl line 1: no column 'meta'"):
-        prepare(str(tmp_path), None, None, "taboo", "WordGuesser", [])
+        prepare_at_defaults(str(tmp_path), None, None, "taboo", "WordGuesser", [])
 
 
 def test_missing_meta_field_is_named(tmp_path):
@@ -150,14 +151,14 @@ def test_missing_meta_field_is_named(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", [row])
     write_jsonl(tmp_path / "validation.jsonl", [row])
     with pytest.raises(WorkflowInputError, match=r"train.jsonl line 1: meta has no field 'outcome'"):
-        prepare(str(tmp_path), None, None, "taboo", "WordGuesser", [])
+        prepare_at_defaults(str(tmp_path), None, None, "taboo", "WordGuesser", [])
 
 
 def test_split_empty_after_filtering_names_game_role_split(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", taboo_pair("winter", 0))
     write_jsonl(tmp_path / "validation.jsonl", taboo_pair("winter", 0, outcome="aborted"))
     with pytest.raises(WorkflowInputError) as err:
-        prepare(str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"])
+        prepare_at_defaults(str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"])
     assert "split 'val' is empty" in str(err.value)
     assert "'taboo'" in str(err.value) and "'WordGuesser'" in str(err.value)
 
@@ -174,6 +175,8 @@ def _prepare_to(out, data_dir):
         game="taboo",
         role="WordGuesser",
         drop_outcomes=["aborted"],
+        **DATASET_OPTIONS,
+        strict=False,
     )
 
 
@@ -219,9 +222,9 @@ def test_save_to_disk_and_parquet_directories_load(small_dataset, tmp_path):
     pq.mkdir()
     for name, ds in splits.items():
         ds.to_parquet(str(pq / f"{name}.parquet"))
-    reference = prepare(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])[0]
+    reference = prepare_at_defaults(str(small_dataset), None, None, "taboo", "WordGuesser", ["aborted"])[0]
     for path in (disk, pq):
-        frames = prepare(str(path), None, None, "taboo", "WordGuesser", ["aborted"])[0]
+        frames = prepare_at_defaults(str(path), None, None, "taboo", "WordGuesser", ["aborted"])[0]
         assert frames["train"]["row_id"].tolist() == reference["train"]["row_id"].tolist()
         assert frames["train"]["completion"].tolist() == reference["train"]["completion"].tolist()
 
@@ -235,7 +238,7 @@ def test_real_reference_sample_parses():
     assert ref.features == hub_features()
     from playpen_attribution.data import prepare_split
 
-    records, summary = prepare_split("train", ref, "taboo", "WordGuesser", ["aborted"])
+    records, summary = prepare_split("train", ref, "taboo", "WordGuesser", ["aborted"], **DATASET_OPTIONS)
     assert summary["dropped_outcome"] == {"aborted": 1}
     words = {r["task_id"]: r["target_word"] for r in records}
     assert words[0] == "winter" and words[3] == "feather"
@@ -259,7 +262,7 @@ def _jsonl(rows) -> bytes:
 
 def _prepare_error(directory) -> str:
     with pytest.raises(WorkflowInputError) as err:
-        prepare(str(directory), None, None, "taboo", "WordGuesser", ["aborted"])
+        prepare_at_defaults(str(directory), None, None, "taboo", "WordGuesser", ["aborted"])
     message = str(err.value)
     assert len(message.splitlines()) == 1
     return message
@@ -344,7 +347,7 @@ def test_empty_completions_duplicates_and_trailing_turns_are_counted(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", taboo_pair("winter", 0))
 
-    frames, summary = prepare(str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"])
+    frames, summary = prepare_at_defaults(str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"])
     train = summary["splits"]["train"]
     assert train["dropped_empty_completion"] == 1
     assert train["exact_duplicates"] == 2
@@ -352,7 +355,7 @@ def test_empty_completions_duplicates_and_trailing_turns_are_counted(tmp_path):
     assert train["kept"] == len(frames["train"]) == 6  # 3 guessers + 2 duplicates + trailing
     assert "" not in set(frames["train"]["completion"].str.strip())
 
-    frames, summary = prepare(
+    frames, summary = prepare_at_defaults(
         str(tmp_path), None, None, "taboo", "WordGuesser", ["aborted"], keep_empty_completions=True
     )
     assert summary["splits"]["train"]["kept_empty_completion"] == 1
@@ -406,6 +409,7 @@ def test_unrecognised_outcomes_are_a_terminal_warning_or_with_strict_an_error(tm
             game="taboo",
             role="WordGuesser",
             drop_outcomes=["aborted"],
+            **DATASET_OPTIONS,
             strict=True,
         )
     assert not out.exists()
@@ -436,7 +440,7 @@ def test_a_role_other_than_user_or_assistant_is_refused_naming_the_row(tmp_path,
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", taboo_pair("winter", 0))
     with pytest.raises(WorkflowInputError) as err:
-        prepare(str(tmp_path), None, None, "taboo", "WordGuesser", [])
+        prepare_at_defaults(str(tmp_path), None, None, "taboo", "WordGuesser", [])
     assert str(err.value).startswith(
         f"{tmp_path}/train.jsonl line 2: messages[1].role is {role!r}; a role must be"
     )

@@ -3,8 +3,9 @@
 from collections import Counter
 
 import datasets
+from conftest import DEMO_DATA, prepare_at_defaults
 
-from playpen_attribution.data import hub_features, prepare
+from playpen_attribution.data import hub_features
 from playpen_attribution.demo_data import write_demo_dataset
 
 
@@ -22,12 +23,12 @@ def test_demo_data_has_hub_schema(demo_dataset_dir):
 
 
 def test_demo_data_is_deterministic(tmp_path, demo_dataset_dir):
-    write_demo_dataset(tmp_path / "again", seed=0)
+    write_demo_dataset(tmp_path / "again", **DEMO_DATA)
     for split in ("train", "validation"):
         assert (tmp_path / "again" / f"{split}.jsonl").read_bytes() == (
             demo_dataset_dir / f"{split}.jsonl"
         ).read_bytes()
-    write_demo_dataset(tmp_path / "other", seed=1)
+    write_demo_dataset(tmp_path / "other", **(DEMO_DATA | {"seed": 1}))
     assert (tmp_path / "other" / "train.jsonl").read_bytes() != (
         demo_dataset_dir / "train.jsonl"
     ).read_bytes()
@@ -52,7 +53,7 @@ def test_demo_data_covers_required_cases(demo_dataset_dir):
 
 
 def test_demo_has_enough_guesser_rows_after_filtering(demo_dataset_dir):
-    frames, _ = prepare(str(demo_dataset_dir), None, None, "taboo", "WordGuesser", ["aborted"])
+    frames, _ = prepare_at_defaults(str(demo_dataset_dir), None, None, "taboo", "WordGuesser", ["aborted"])
     assert len(frames["train"]) >= 80 and len(frames["val"]) >= 20
     assert frames["train"]["target_word"].notna().all()
     # guesser prompts never state the word; the describer join recovered it
@@ -63,7 +64,7 @@ def test_demo_has_enough_guesser_rows_after_filtering(demo_dataset_dir):
 def test_planting_copies_changes_no_other_row_and_names_the_copies(tmp_path, demo_dataset_dir):
     import json
 
-    write_demo_dataset(tmp_path / "planted", seed=0, planted_copies=3)
+    write_demo_dataset(tmp_path / "planted", **(DEMO_DATA | {"planted_copies": 3}))
     plain = (demo_dataset_dir / "train.jsonl").read_text().splitlines()
     planted = (tmp_path / "planted" / "train.jsonl").read_text().splitlines()
     assert planted[: len(plain)] == plain  # every original row, unchanged and in place

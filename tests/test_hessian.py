@@ -57,10 +57,10 @@ def test_light_shapes_match_the_peft_model(tiny_gemma_dir):
 def test_gemma3_1b_all_modules_matches_the_issue_figure():
     """Gemma 3 1B, LoRA on all 7 projections: about 4e9 factor entries (16 GB fp32)."""
     config = GEMMA3_1B
-    result = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "fp32")
+    result = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "fp32", 1)
     assert 3.9e9 < result.covariance_bytes / 4 < 4.2e9
     assert result.fit_peak_bytes > 2 * result.covariance_bytes  # eigenvectors held beside them
-    bf16 = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "bf16")
+    bf16 = estimate(lora_linear_shapes(config, MODULES, 16), "kfac", "bf16", 1)
     assert bf16.covariance_bytes * 2 == result.covariance_bytes
     assert bf16.apply_bytes == result.apply_bytes  # bergson applies the Hessian in fp32
 
@@ -164,7 +164,7 @@ print("torch imported:", "torch" in sys.modules)
 
 def test_cheaper_settings_are_cheaper():
     config = GEMMA3_1B
-    base = estimate(lora_linear_shapes(config, MODULES, 16), "ekfac", "fp32")
+    base = estimate(lora_linear_shapes(config, MODULES, 16), "ekfac", "fp32", 1)
     options = dict(cheaper_settings(config, MODULES, 16, "ekfac", "fp32", 1, None))
     assert all(alt.peak_bytes < base.peak_bytes for alt in options.values())
     message = budget_error(base, 24, list(options.items()))

@@ -208,8 +208,9 @@ def test_a_scripted_game_aborted_by_the_guess_format(tmp_path):
 
 def test_played_episodes_pass_prepare_data(tmp_path):
     """episodes.jsonl as a dataset: both roles, outcomes kept, target words recovered."""
+    from conftest import prepare_at_defaults
+
     from playpen_attribution import play
-    from playpen_attribution.data import prepare
 
     instances = write_instances(
         tmp_path / "instances.json",
@@ -226,7 +227,7 @@ def test_played_episodes_pass_prepare_data(tmp_path):
     for split in ("train", "validation"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for role in ("WordGuesser", "WordDescriber"):
-        frames, _ = prepare(str(data), None, None, "taboo", role, drop_outcomes=[])
+        frames, _ = prepare_at_defaults(str(data), None, None, "taboo", role, drop_outcomes=[])
         frame = frames["train"]
         assert set(frame["game_role"]) == {role}
         assert dict(zip(frame["task_id"], frame["outcome"])) == {0: "success", 1: "failure"}
@@ -246,9 +247,8 @@ def test_the_play_target_end_to_end_on_the_tiny_model(workflow_dir, tmp_path):
 
     import pandas as pd
     import yaml
-    from conftest import run_snakemake
+    from conftest import prepare_at_defaults, run_snakemake
 
-    from playpen_attribution.data import prepare
     from playpen_attribution.play import read_episodes
 
     work = tmp_path / "run"
@@ -294,7 +294,7 @@ def test_the_play_target_end_to_end_on_the_tiny_model(workflow_dir, tmp_path):
     words = {
         e["experiment"]: e["word"] for e in pd.read_parquet(played / "outcomes.parquet").to_dict("records")
     }
-    frames, _ = prepare(str(data), None, None, "taboo", "WordGuesser", drop_outcomes=[])
+    frames, _ = prepare_at_defaults(str(data), None, None, "taboo", "WordGuesser", drop_outcomes=[])
     assert dict(zip(frames["train"]["experiment"], frames["train"]["target_word"])) == words
 
     # The next round as data: a second results root trains on the dataset plus these
@@ -317,8 +317,9 @@ def test_the_play_target_end_to_end_on_the_tiny_model(workflow_dir, tmp_path):
 def test_played_episodes_join_the_next_rounds_training_rows(tmp_path, demo_dataset_dir):
     """dataset.extra_files: the dataset's row_ids are unchanged, the played rows follow
     with row_ids extra0-{index} and their source."""
+    from conftest import prepare_at_defaults
+
     from playpen_attribution import play
-    from playpen_attribution.data import prepare
 
     instances = write_instances(tmp_path / "instances.json", [("winter", ["cold", "snow", "season"])])
     models = [Scripted("describer", ["HINT: frost time"]), Scripted("guesser", ["GUESS: winter"])]
@@ -326,8 +327,10 @@ def test_played_episodes_join_the_next_rounds_training_rows(tmp_path, demo_datas
     episodes = tmp_path / "episodes.jsonl"
     episodes.write_text("".join(json.dumps(r) + "\n" for f in files for r in play.episode_rows(f)))
 
-    before, _ = prepare(str(demo_dataset_dir), None, None, "taboo", "WordGuesser", drop_outcomes=["aborted"])
-    after, summary = prepare(
+    before, _ = prepare_at_defaults(
+        str(demo_dataset_dir), None, None, "taboo", "WordGuesser", drop_outcomes=["aborted"]
+    )
+    after, summary = prepare_at_defaults(
         str(demo_dataset_dir), None, None, "taboo", "WordGuesser", ["aborted"], extra_files=[str(episodes)]
     )
     n = len(before["train"])
@@ -395,4 +398,4 @@ def test_players_from_the_config():
     names, entries = player_models({"describer": "gpt-4o", "guesser": "mock"}, "/m/base", None, {})
     assert names == ["gpt-4o", "mock"] and entries == []  # clemcore's own registry names
     with pytest.raises(WorkflowInputError, match="WordGuesser adapter"):
-        player_models({"describer": "base"}, "/m/base", None, {})
+        player_models({"describer": "base", "guesser": "adapter"}, "/m/base", None, {})

@@ -106,7 +106,7 @@ def test_matrix_size_at_scale():
     import numpy as np
 
     shapes = lora_linear_shapes(GEMMA3_1B, MODULES, 16)
-    est = estimate(shapes, 600, 5000, projection_dim=16)
+    est = estimate(shapes, 600, 5000, projection_dim=16, precision="fp32")
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((5000, 600), dtype=np.float32))
     assert est.matrix_file_bytes == buffer.tell() == 5000 * 600 * 4 + 128
@@ -120,16 +120,16 @@ def test_gemma3_1b_query_rows():
     # per layer: r * sum(in + out) over q, k, v, o, gate, up, down
     per_layer = 16 * ((1152 + 1024) + 2 * (1152 + 256) + (1024 + 1152) + 3 * (1152 + 6912))
     assert per_layer * 26 == 13_045_760
-    est = estimate(shapes, 300, 500)
+    est = estimate(shapes, 300, 500, 0, precision="fp32")
     assert est.entries_per_row == 13_045_760
     assert est.gradients_file_bytes == est.query_memory_bytes == 300 * 13_045_760 * 4  # 15.66e9
-    assert estimate(shapes, 600, 500).query_memory_bytes == 2 * est.query_memory_bytes
+    assert estimate(shapes, 600, 500, 0, precision="fp32").query_memory_bytes == 2 * est.query_memory_bytes
     # bf16 halves the file but not the RAM: bergson casts bfloat16 to float32 on load
-    bf16 = estimate(shapes, 300, 500, precision="bf16")
+    bf16 = estimate(shapes, 300, 500, 0, precision="bf16")
     assert bf16.gradients_file_bytes * 2 == est.gradients_file_bytes == bf16.query_memory_bytes
     # a projection: 16 x 16 per matrix (364 matrices); TRAK's global one: projection_dim
-    assert estimate(shapes, 300, 500, projection_dim=16).entries_per_row == 364 * 256
-    assert estimate(shapes, 300, 500, 16, "global").entries_per_row == 16
+    assert estimate(shapes, 300, 500, projection_dim=16, precision="fp32").entries_per_row == 364 * 256
+    assert estimate(shapes, 300, 500, 16, "global", precision="fp32").entries_per_row == 16
 
 
 def test_gemma3_1b_entries_match_a_meta_model():
@@ -144,18 +144,26 @@ def test_gemma3_1b_entries_match_a_meta_model():
         model = AutoModelForCausalLM.from_config(Gemma3TextConfig(**GEMMA3_1B, vocab_size=1024))
         model = get_peft_model(model, with_defaults(LoraSettings, r=16, target_modules=MODULES).peft_config())
     lora = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
-    assert lora == estimate(lora_linear_shapes(GEMMA3_1B, MODULES, 16), 1, 1).entries_per_row == 13_045_760
+    assert (
+        lora
+        == estimate(lora_linear_shapes(GEMMA3_1B, MODULES, 16), 1, 1, 0, precision="fp32").entries_per_row
+        == 13_045_760
+    )
 
 
 def test_cheaper_settings_are_cheaper_and_fewer_rows_fit():
     budget = 8
     shapes = lora_linear_shapes(GEMMA3_1B, MODULES, 16)
-    base = estimate(shapes, 600, 5000)
-    options = dict(cheaper_settings(GEMMA3_1B, MODULES, 16, 600, 5000, 0, None, budget))
+    base = estimate(shapes, 600, 5000, 0, precision="fp32")
+    options = dict(cheaper_settings(GEMMA3_1B, MODULES, 16, 600, 5000, 0, None, budget, precision="fp32"))
     assert len(options) == 4, list(options)
     assert all(alt.peak_bytes < base.peak_bytes for alt in options.values())
     (fewer,) = [alt for label, alt in options.items() if "query rows" in label]
-    assert fewer.peak_bytes <= budget * GIB < estimate(shapes, fewer.n_query_rows + 1, 5000).peak_bytes
+    assert (
+        fewer.peak_bytes
+        <= budget * GIB
+        < estimate(shapes, fewer.n_query_rows + 1, 5000, 0, precision="fp32").peak_bytes
+    )
     message = budget_error(base, budget, list(options.items()))
     assert message and f"{base.peak_bytes / GIB:.2f} GB" in message and "\n" not in message
     assert budget_error(base, base.peak_bytes / GIB + 1, []) is None
@@ -171,7 +179,7 @@ from playpen_attribution.query_memory import check_query_budget, count_token_row
 rows = count_token_rows({str(val_dir)!r}), count_token_rows({str(train_dir)!r})
 print("rows:", rows)
 try:
-    check_query_budget({str(adapter)!r}, *rows, 0, None, 5e-5)
+    check_query_budget({str(adapter)!r}, *rows, 0, None, 5e-5, precision="fp32")
 except WorkflowInputError as exc:
     print("error:", exc)
 print("torch imported:", "torch" in sys.modules)
@@ -274,7 +282,9 @@ def test_matrix_memory_matches_the_aggregation_peak():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    est = estimate(lora_linear_shapes(GEMMA3_1B, MODULES, 16), n_query, n_train, projection_dim=16)
+    est = estimate(
+        lora_linear_shapes(GEMMA3_1B, MODULES, 16), n_query, n_train, projection_dim=16, precision="fp32"
+    )
     print(f"aggregation peak {peak} B (estimate {est.matrix_memory_bytes})")
     assert _within(est.matrix_memory_bytes, peak), (est.matrix_memory_bytes, peak)
 

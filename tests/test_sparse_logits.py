@@ -358,9 +358,9 @@ def test_bergson_patch_is_scoped_to_the_block():
     from bergson.collector import collector
 
     original = collector.fwd_bwd_factory
-    with bergson_sparse_logits(False):
+    with bergson_sparse_logits(False, 1):
         assert collector.fwd_bwd_factory is original
-    with bergson_sparse_logits(True):
+    with bergson_sparse_logits(True, 1):
         assert collector.fwd_bwd_factory is not original
     assert collector.fwd_bwd_factory is original
 

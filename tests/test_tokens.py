@@ -160,7 +160,7 @@ def _tokenize_parquet(tmp_path, frame, max_length, **kwargs):
         out_train=tmp_path / "tokens/train",
         out_val=tmp_path / "tokens/val",
         summary_path=tmp_path / "tokens/summary.json",
-        **kwargs,
+        **({"strict": False} | kwargs),
     )
 
 

@@ -266,10 +266,11 @@ def reduce_query(
     settings: AttributionSettings,
     preconditioner: PreconditionerSettings | None = None,
     hessian_dir=None,
-    aggregation: str = "none",
+    *,
+    aggregation: str,
 ) -> None:
     """The validation rows' (preconditioned, normalised) gradients as queries: one per row
-    (aggregation "none", the workflow's default: score_train then writes the influence
+    (aggregation "none", what the workflow runs: score_train then writes the influence
     matrix), or their mean as one query ("mean")."""
     from bergson.cli.commands import Reduce
 

@@ -137,7 +137,7 @@ def _pair_matrix(ax, methods: list[str], table: pd.DataFrame, column: str, title
 
 
 def write_comparison(
-    score_paths: list, methods: list[str], k_report: int, table_out, plot_out, aggregation: str = "mean"
+    score_paths: list, methods: list[str], k_report: int, table_out, plot_out, *, aggregation: str
 ) -> pd.DataFrame:
     """The compare_rankings rule: the methods' rankings under the report's aggregation."""
     from .io import write_parquet

@@ -26,13 +26,6 @@ KNOWN_OUTCOMES = ("success", "failure", "aborted")
 ROLES = ("user", "assistant")
 SPLITS = {"train": "train", "val": "validation"}  # our name -> the hub's split name
 
-# The taboo describer's first prompt names the target word; the guesser's never does.
-# The first pattern matches clembench's template, the second the offline demo's.
-DEFAULT_TARGET_WORD_PATTERNS = (
-    r"needs to guess:\s*\n\s*(?P<word>[^\n]+?)\s*\n",
-    r"Your secret word is:\s*(?P<word>[^\n]+?)\s*\n",
-)
-
 
 def hub_features():
     """The `datasets` features of the hub's `interactions` config."""
@@ -357,8 +350,9 @@ def prepare_split(
     game: str,
     role: str,
     drop_outcomes: Iterable[str],
-    target_word_patterns: Iterable[str] = DEFAULT_TARGET_WORD_PATTERNS,
-    keep_empty_completions: bool = False,
+    *,
+    target_word_patterns: Iterable[str],
+    keep_empty_completions: bool,
 ) -> tuple[list[dict], dict]:
     """Filter one split to game x role and convert it. Returns (records, summary)."""
     import json
@@ -468,8 +462,9 @@ def prepare(
     game: str,
     role: str,
     drop_outcomes: Iterable[str],
-    target_word_patterns: Iterable[str] = DEFAULT_TARGET_WORD_PATTERNS,
-    keep_empty_completions: bool = False,
+    *,
+    target_word_patterns: Iterable[str],
+    keep_empty_completions: bool,
     extra_files: Iterable[str] = (),
 ):
     """Load, filter and convert both splits. Returns ({"train": df, "val": df}, summary).
@@ -482,7 +477,13 @@ def prepare(
     frames, summary = {}, {"game": game, "role": role, "dataset": dataset_path, "splits": {}}
     for ours, theirs in SPLITS.items():
         records, split_summary = prepare_split(
-            ours, splits[theirs], game, role, drop_outcomes, target_word_patterns, keep_empty_completions
+            ours,
+            splits[theirs],
+            game,
+            role,
+            drop_outcomes,
+            target_word_patterns=target_word_patterns,
+            keep_empty_completions=keep_empty_completions,
         )
         frames[ours] = records_to_frame(records)
         summary["splits"][ours] = split_summary
@@ -494,7 +495,13 @@ def prepare(
         for k, path in enumerate(extra_files):
             dataset = _checked_dataset(read_split_file(path))
             records, split_summary = prepare_split(
-                f"extra{k}", dataset, game, role, drop_outcomes, target_word_patterns, keep_empty_completions
+                f"extra{k}",
+                dataset,
+                game,
+                role,
+                drop_outcomes,
+                target_word_patterns=target_word_patterns,
+                keep_empty_completions=keep_empty_completions,
             )
             parts.append(records_to_frame(records).assign(source=path))
             summary["splits"][f"extra{k}"] = split_summary | {"path": path}
@@ -526,7 +533,7 @@ def data_problems(split_name: str, info: dict) -> list[str]:
 
 
 def prepare_to_files(
-    train_path, val_path, summary_path, eval_path=None, split=None, strict=False, **kwargs
+    train_path, val_path, summary_path, eval_path=None, split=None, *, strict: bool, **kwargs
 ) -> dict:
     """`prepare`, then write train/val parquet and the summary; nothing is written on error.
 

@@ -396,11 +396,12 @@ def plant_copies(
 
 def write_demo_dataset(
     out_dir: str | Path,
-    seed: int = 0,
-    train_episodes: int = 120,
-    validation_episodes: int = 30,
-    wordle_episodes: int = 20,
-    planted_copies: int = 0,
+    *,
+    seed: int,
+    train_episodes: int,
+    validation_episodes: int,
+    wordle_episodes: int,
+    planted_copies: int,
 ) -> dict[str, int]:
     """Write train.jsonl, validation.jsonl and planted.json under out_dir; return row counts.
 

@@ -128,7 +128,7 @@ class HessianEstimate:
 
 
 def estimate(
-    shapes: list[LinearShape], method: str, hessian_dtype: str = "fp32", module_partitions: int = 1
+    shapes: list[LinearShape], method: str, hessian_dtype: str, module_partitions: int
 ) -> HessianEstimate:
     """The Hessian step's bytes for `shapes` (see the module docstring for the accounting)."""
     if method not in FACTORED_METHODS:

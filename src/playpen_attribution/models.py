@@ -12,7 +12,7 @@ from .errors import WorkflowInputError
 log = logging.getLogger(__name__)
 
 
-def trl_chat_template(name: str = "gemma3") -> str:
+def trl_chat_template(name: str) -> str:
     """A chat template shipped with TRL (the Gemma 3 GGUF carries none)."""
     import trl
 

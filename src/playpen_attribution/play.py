@@ -106,7 +106,7 @@ def player_models(players: dict, base_model: str, chat_template: str | None, ada
     `adapters` maps a role to its adapter directory (for `adapter` players)."""
     names, entries = [], {}
     for key, role in PLAYER_KEYS.items():
-        kind = players.get(key, "adapter")
+        kind = players[key]
         if kind == "adapter":
             if role not in adapters:
                 raise WorkflowInputError(
@@ -175,11 +175,11 @@ def set_instances(instances: dict, set_name: str, clue_prefix: str | None = None
     return out
 
 
-def eval_words(keys: set, validation_rows: list[dict]) -> list[dict]:
+def eval_words(keys: set, validation_rows: list[dict], target_word_patterns) -> list[dict]:
     """The target word and related words of each episode in `keys` ((experiment, task_id,
     model) of the eval rows), from its describer's first prompt in the validation split;
     each word once (its first episode's related words and experiment)."""
-    from .data import DEFAULT_TARGET_WORD_PATTERNS, extract_target_word
+    from .data import extract_target_word
 
     out, seen = [], set()
     for row in validation_rows:
@@ -189,7 +189,7 @@ def eval_words(keys: set, validation_rows: list[dict]) -> list[dict]:
         if (meta["experiment"], meta["task_id"], meta["model"]) not in keys:
             continue
         prompt = next((m["content"] for m in row["messages"] if m["role"] == "user"), "")
-        word = extract_target_word(prompt, DEFAULT_TARGET_WORD_PATTERNS)
+        word = extract_target_word(prompt, target_word_patterns)
         related = related_from_prompt(prompt)
         if not word or not related or word in seen:
             continue
@@ -387,12 +387,12 @@ def run_play(
     # Absolute paths: clemcore loads the models from out_dir (its model_registry.json).
     adapters = {role: str(Path(path).resolve()) for role, path in adapters.items()}
     names, entries = player_models(
-        settings.get("players") or {}, resolve_base_model(base_model, revision), chat_template, adapters
+        settings["players"], resolve_base_model(base_model, revision), chat_template, adapters
     )
     if settings.get("model_registry"):  # the user's own entries, after ours
         entries += json.loads(Path(settings["model_registry"]).read_text())
-    temperature = float(settings.get("temperature", 0.0))
-    gen_args = {"temperature": temperature, "max_tokens": int(settings.get("max_new_tokens", 24))}
+    temperature = float(settings["temperature"])
+    gen_args = {"temperature": temperature, "max_tokens": int(settings["max_new_tokens"])}
     models = load_player_models(names, entries, out_dir, gen_args, threads)
     spec = game_spec(Path(settings["game_path"]).resolve() if settings.get("game_path") else None)
 
@@ -405,7 +405,9 @@ def run_play(
     sources = {
         "hard": json.loads(Path(hard_path).read_text()),
         "easy": json.loads(Path(easy_path).read_text()),
-        "eval": eval_instances(eval_words(keys, validation.to_list()), templates, max_turns),
+        "eval": eval_instances(
+            eval_words(keys, validation.to_list(), dataset["target_word_patterns"]), templates, max_turns
+        ),
     }
     rows, summary = (
         [],

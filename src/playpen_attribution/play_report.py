@@ -15,7 +15,7 @@ import logging
 
 import pandas as pd
 
-from .data import DEFAULT_TARGET_WORD_PATTERNS, extract_target_word
+from .data import extract_target_word
 from .play import SETS, read_episodes
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ COLUMNS = {"success": ("wins", "win"), "failure": ("losses", "loss"), "aborted":
 PROXY_SET = {"hard": "hard", "easy": "easy", "eval": "original"}
 
 
-def episode_outcomes(rows: list[dict]) -> pd.DataFrame:
+def episode_outcomes(rows: list[dict], target_word_patterns) -> pd.DataFrame:
     """One row per played episode (its describer view): set, experiment, task_id, word,
     outcome."""
     out = []
@@ -40,7 +40,7 @@ def episode_outcomes(rows: list[dict]) -> pd.DataFrame:
                 "experiment": meta["experiment"],
                 "task_id": meta["task_id"],
                 "model": meta["model"],
-                "word": extract_target_word(prompt, DEFAULT_TARGET_WORD_PATTERNS),
+                "word": extract_target_word(prompt, target_word_patterns),
                 "outcome": meta["outcome"],
             }
         )
@@ -169,13 +169,21 @@ def plot(table: pd.DataFrame, episodes: pd.DataFrame, path, title: str) -> None:
 
 
 def write_played_hardness(
-    episodes_path, proxy_path, game, role, table_out, markdown_out, plot_out, outcomes_out
+    episodes_path,
+    proxy_path,
+    target_word_patterns,
+    game,
+    role,
+    table_out,
+    markdown_out,
+    plot_out,
+    outcomes_out,
 ):
     """The played_hardness rule."""
     from .io import write_parquet, write_text
 
     rows = read_episodes(episodes_path)
-    episodes = episode_outcomes(rows)
+    episodes = episode_outcomes(rows, target_word_patterns)
     unknown = episodes.loc[~episodes["outcome"].isin(OUTCOMES), "outcome"].value_counts()
     if len(unknown):
         log.warning("episodes with an unrecognised outcome (counted as not won): %s", unknown.to_dict())

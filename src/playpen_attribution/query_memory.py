@@ -131,9 +131,7 @@ class QueryEstimate:
         }
 
 
-def grad_sizes(
-    shapes: list[LinearShape], projection_dim: int = 0, projection_target: str = "per_module"
-) -> dict:
+def grad_sizes(shapes: list[LinearShape], projection_dim: int, projection_target: str = "per_module") -> dict:
     """Bergson's `grad_sizes` (info.json): entries per module, in its order."""
     if projection_target not in PROJECTION_TARGETS:
         raise ValueError(f"projection_target {projection_target!r} is not one of {PROJECTION_TARGETS}")
@@ -169,9 +167,10 @@ def estimate(
     shapes: list[LinearShape],
     n_query_rows: int,
     n_train_rows: int,
-    projection_dim: int = 0,
+    projection_dim: int,
     projection_target: str = "per_module",
-    precision: str = "fp32",
+    *,
+    precision: str,
     pipeline: str | None = None,
 ) -> QueryEstimate:
     """The query and matrix bytes for `shapes`, plus the R fits of `pipeline` (one of
@@ -235,17 +234,18 @@ def cheaper_settings(
     filter_modules: str | None,
     budget_gb: float,
     projection_target: str = "per_module",
-    precision: str = "fp32",
+    *,
+    precision: str,
     pipeline: str | None = None,
     projection_key: str = "attribution.projection_dim",
 ) -> list[tuple[str, QueryEstimate]]:
     """Alternatives to suggest when the estimate is over budget, cheapest levers first."""
 
     def estimate(*args):
-        return _estimate(*args, pipeline=pipeline)
+        return _estimate(*args, precision=precision, pipeline=pipeline)
 
     shapes = lora_linear_shapes(config, target_modules, r, filter_modules)
-    current = estimate(shapes, n_query_rows, n_train_rows, projection_dim, projection_target, precision)
+    current = estimate(shapes, n_query_rows, n_train_rows, projection_dim, projection_target)
     options = []
     if projection_target == "per_module":
         for dim in (16, 32):
@@ -253,7 +253,7 @@ def cheaper_settings(
                 options.append(
                     (
                         f"{projection_key}: {dim}",
-                        estimate(shapes, n_query_rows, n_train_rows, dim, projection_target, precision),
+                        estimate(shapes, n_query_rows, n_train_rows, dim, projection_target),
                     )
                 )
     per_row = current.query_memory_bytes / max(n_query_rows, 1)
@@ -262,7 +262,7 @@ def cheaper_settings(
         options.append(
             (
                 f"query rows at most {fitting} (raise split.eval_fraction or set split.query_outcomes)",
-                estimate(shapes, fitting, n_train_rows, projection_dim, projection_target, precision),
+                estimate(shapes, fitting, n_train_rows, projection_dim, projection_target),
             )
         )
     mlp = [m for m in target_modules if m in ("gate_proj", "up_proj", "down_proj")]
@@ -273,7 +273,7 @@ def cheaper_settings(
         options.append(
             (
                 f'attribution.filter_modules: "{combined}" (attention only)',
-                estimate(fewer, n_query_rows, n_train_rows, projection_dim, projection_target, precision),
+                estimate(fewer, n_query_rows, n_train_rows, projection_dim, projection_target),
             )
         )
     return options
@@ -317,7 +317,8 @@ def check_query_budget(
     filter_modules: str | None,
     budget_gb: float,
     projection_target: str = "per_module",
-    precision: str = "fp32",
+    *,
+    precision: str,
     pipeline: str | None = None,
     projection_key: str = "attribution.projection_dim",
 ) -> QueryEstimate:
@@ -340,7 +341,13 @@ def check_query_budget(
     shapes = lora_linear_shapes(config, target_modules, adapter["r"], filter_modules)
     projection_dim = projection_dim or 0
     result = estimate(
-        shapes, n_query_rows, n_train_rows, projection_dim, projection_target, precision, pipeline
+        shapes,
+        n_query_rows,
+        n_train_rows,
+        projection_dim,
+        projection_target,
+        precision=precision,
+        pipeline=pipeline,
     )
     logging.getLogger(__name__).info("query memory estimate: %s (budget %s GB)", result.row(), budget_gb)
     message = budget_error(
@@ -356,9 +363,9 @@ def check_query_budget(
             filter_modules,
             budget_gb,
             projection_target,
-            precision,
-            pipeline,
-            projection_key,
+            precision=precision,
+            pipeline=pipeline,
+            projection_key=projection_key,
         ),
     )
     if message:

@@ -169,10 +169,10 @@ def topk_markdown(
     role: str,
     n_rows: int,
     unit_normalize: bool,
-    words: pd.DataFrame | None = None,
-    method: str = "none",
-    aggregation: str = "mean",
-    proponents: pd.DataFrame | None = None,
+    words: pd.DataFrame | None,
+    method: str,
+    aggregation: str,
+    proponents: pd.DataFrame | None,
 ) -> str:
     lines = [
         f"# Most and least influential training rows: {game} / {role}",

@@ -177,7 +177,8 @@ def run_arm_training(
     adapter_out,
     metrics_out,
     summary_out,
-    budget: str = "steps",
+    *,
+    budget: str,
 ):
     """The train_arm rule: train_lora's code path on the arm's rows, from the base model."""
     import dataclasses

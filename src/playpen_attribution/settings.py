@@ -85,12 +85,12 @@ def schema_defaults(schema: dict | None = None) -> dict:
     node = _schema() if schema is None else schema
     out = {}
     for name, prop in node.get("properties", {}).items():
-        if "default" in prop:
-            out[name] = deepcopy(prop["default"])
-        elif prop.get("type") == "object" and "properties" in prop:
-            nested = schema_defaults(prop)
-            if nested:
+        if "properties" in prop:  # a section: its own default ({}) filled in key by key
+            nested = overlay(prop.get("default", {}), schema_defaults(prop))
+            if nested or "default" in prop:
                 out[name] = nested
+        elif "default" in prop:
+            out[name] = deepcopy(prop["default"])
     return out
 
 

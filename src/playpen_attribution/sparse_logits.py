@@ -176,7 +176,7 @@ def sparse_fwd_bwd_hessian_factory(index_cfg, hessian_cfg, full_factory=None):
 
 
 @contextmanager
-def bergson_sparse_logits(enabled: bool = True, nproc_per_node: int = 1):
+def bergson_sparse_logits(enabled: bool, nproc_per_node: int):
     """Within this block, Bergson's gradient passes compute logits at trained positions only.
 
     `CollectorComputer.__init__` sets `self.forward_backward = fwd_bwd_factory(cfg)`,

@@ -186,7 +186,8 @@ def tokenize_to_files(
     summary_path,
     eval_parquet=None,
     out_eval=None,
-    strict=False,
+    *,
+    strict: bool,
 ):
     """Tokenize the train, query (val) and, when given, held-out eval rows, the same way.
 

@@ -67,6 +67,8 @@ rule played_hardness:
     resources:
         runtime=10,
     params:
+        # how the target word is read from the describer's prompt (dataset section)
+        target_word_patterns=config["dataset"]["target_word_patterns"],
         code=code("played_hardness.py"),
     script:
         "../scripts/played_hardness.py"

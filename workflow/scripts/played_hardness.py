@@ -8,6 +8,7 @@ def main(snakemake):
     write_played_hardness(
         episodes_path=snakemake.input.episodes,
         proxy_path=snakemake.input.proxy,
+        target_word_patterns=snakemake.params.target_word_patterns,
         game=snakemake.wildcards.game,
         role=snakemake.wildcards.role,
         table_out=snakemake.output.table,

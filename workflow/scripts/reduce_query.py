@@ -32,6 +32,8 @@ def main(snakemake):
         settings,
         preconditioner,
         hessian_dir=snakemake.input.hessian or None,
+        # one query per validation row: score_train writes the influence matrix from them
+        aggregation="none",
     )
 
 
