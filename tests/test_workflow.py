@@ -39,7 +39,7 @@ def _bad_config(tmp_path, edit):
 
 
 def test_wrong_type_fails_at_parse_time(tmp_path):
-    proc = _bad_config(tmp_path, lambda c: c["report"].update(k="ten"))
+    proc = _bad_config(tmp_path, lambda c: c.setdefault("report", {}).update(k="ten"))
     assert proc.returncode != 0
     assert "report.k: 'ten' is not of type 'integer'" in proc.stdout + proc.stderr
 

@@ -93,7 +93,8 @@ def settings_from_params(
     """A rule's params (`attribution`, `compute`, `preconditioner`) as settings.
     `nproc_per_node` is the job's resource: it changes no score, so it is no param."""
     settings = AttributionSettings(
-        **params.attribution,
+        # the Hessian fit's params leave out unit_normalize, which it does not depend on
+        **({"unit_normalize": None} | dict(params.attribution)),
         nproc_per_node=nproc_per_node,
         sparse_logits=params.compute["sparse_logits"],
     )

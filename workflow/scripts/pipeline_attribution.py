@@ -28,6 +28,8 @@ def main(snakemake):
     from playpen_attribution.pipelines import PipelineSettings, pipeline_scores
 
     settings = AttributionSettings(
+        # the pipeline's projection_dim is its own (PipelineSettings); set from it there
+        projection_dim=None,
         **snakemake.params.attribution,
         # a resource: it changes no score, so it is not a param that would rerun the job
         nproc_per_node=snakemake.resources.nproc_per_node,
