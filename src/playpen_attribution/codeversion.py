@@ -14,6 +14,7 @@ Light (stdlib only): the Snakefile imports it at parse time.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -45,14 +46,14 @@ def module_closure(script: str | Path, package_dir: str | Path) -> list[Path]:
     """The package modules that `script` runs: its imports and theirs, sorted."""
     package_dir = Path(package_dir)
     seen: dict[str, Path] = {}
-    todo = _imported_modules(ast.parse(Path(script).read_text()), None) | {"__init__"}
+    todo = {"__init__", *_parsed(Path(script), None)[0]}
     while todo:
         name = todo.pop()
         path = package_dir / f"{name}.py"
         if name in seen or not path.exists():  # a name imported from __init__, not a module
             continue
         seen[name] = path
-        todo |= _imported_modules(ast.parse(path.read_text()), name) - set(seen)
+        todo |= _parsed(path, name)[0] - set(seen)
     return [seen[name] for name in sorted(seen)]
 
 
@@ -81,6 +82,21 @@ def code_version(script: str | Path, package_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for path in module_closure(script, package_dir):
         digest.update(path.name.encode() + b"\0")
-        tree = _without_docstrings(ast.parse(path.read_text()))
-        digest.update(ast.dump(tree).encode() + b"\0")
+        digest.update(_parsed(path, path.stem)[1].encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _parsed(path: Path, current: str | None) -> tuple[frozenset[str], str]:
+    """The package modules that the file at `path` imports, and the dump of its syntax tree
+    without docstrings. Parsed once per process and file version: the Snakefile hashes
+    some 30 scripts at every parse, most of them over the same modules, and every job
+    parses the Snakefile again (seconds each)."""
+    stat = path.stat()
+    return _parse(str(path), current, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parse(path: str, current: str | None, mtime_ns: int, size: int) -> tuple[frozenset[str], str]:
+    tree = ast.parse(Path(path).read_text())
+    imported = frozenset(_imported_modules(tree, current))
+    return imported, ast.dump(_without_docstrings(tree))
