@@ -99,7 +99,12 @@ def settings_from_params(
         sparse_logits=params.compute["sparse_logits"],
     )
     preconditioner = params.preconditioner
-    return settings, PreconditionerSettings(**preconditioner) if preconditioner else None
+    if not preconditioner:
+        return settings, None
+    # the Hessian fit's params leave out how it is inverted afterwards
+    return settings, PreconditionerSettings(
+        **({"inversion": None, "damping_factor": None} | dict(preconditioner))
+    )
 
 
 def _preprocess(settings, preconditioner, hessian_dir, aggregation):
