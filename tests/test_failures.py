@@ -103,8 +103,14 @@ def _step(tmp_path, mode):
     import sys
 
     args = [str(tmp_path / "train.parquet"), str(tmp_path / "val.parquet"), str(tmp_path / "job.log"), mode]
+    # A job started from a terminal has SIGINT at its default; an xdist worker ignores it,
+    # and an ignored SIGINT is inherited (Python then installs no KeyboardInterrupt for it).
     return subprocess.Popen(
-        [sys.executable, "-c", STEP_SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", STEP_SCRIPT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
