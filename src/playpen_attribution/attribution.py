@@ -204,8 +204,9 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
     `timing.json`; `input/` (the exact input_ids + labels Bergson reads) exists only while
     the command runs. Bergson
     commands run in the block compute logits only at trained positions if
-    `settings.sparse_logits`.
+    `settings.sparse_logits`, and read only the tokenizer's config (bergson_tokenizer.py).
     """
+    from .bergson_tokenizer import config_only_tokenizer
     from .io import atomic_path, write_json
     from .sparse_logits import bergson_sparse_logits
     from .tokens import attribution_view
@@ -223,7 +224,7 @@ def _bergson_run(adapter_dir, tokens_dir, out_dir, settings: AttributionSettings
         view_dir = tmp / "input"
         attribution_view(tokens).save_to_disk(str(view_dir))
         start = time.perf_counter()
-        with bergson_sparse_logits(settings.sparse_logits, settings.nproc_per_node):
+        with bergson_sparse_logits(settings.sparse_logits, settings.nproc_per_node), config_only_tokenizer():
             yield tmp, _index_config(tmp / "run", adapter_dir, view_dir, settings, **pipeline_options), tokens
         # The copy has served: Bergson's run keeps the rows it read (run/data.hf), and the
         # copy (plus Bergson's cache files in it) would double the tokens' size per run.
