@@ -402,7 +402,9 @@ def test_logs_hold_what_each_job_emitted(workflow_dir):
         "kfac/hessian",
     ):
         text = (logs / f"{rule}.log").read_text()
-        assert f"{rule.split('/')[-1]} finished in" in text, rule
+        # ... with the job's peak memory: a process that imported torch holds > 0.1 GB
+        finished = re.search(rf"{rule.split('/')[-1]} finished in [\d.]+ s, peak RSS ([\d.]+) GB", text)
+        assert finished and 0.1 < float(finished.group(1)) < 24, (rule, text[-500:])
     # Library output (bergson's progress and logging, TRL's trainer) lands in the log too.
     score_log = (logs / "none/score_train.log").read_text()
     assert "it/s" in score_log or "s/it" in score_log

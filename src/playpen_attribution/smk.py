@@ -104,6 +104,18 @@ class _TerminalHandler(logging.Handler):
             self.stream.write(f"{self.rule}: WARNING: {message} (log: {self.log_file})\n")
 
 
+def peak_rss_gb() -> float:
+    """The job's peak resident memory so far, in GB (1e9 bytes): the kernel's ru_maxrss,
+    the figure `/usr/bin/time -v` reports, of this process or of its largest finished
+    child (Bergson may start workers)."""
+    import resource
+
+    peak_kb = max(
+        resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return peak_kb * 1024 / 1e9
+
+
 def run_step(rule: str, log_files, outputs, body) -> None:
     """Run `body()` as the job of `rule`, its output in the rule's log (`log_files[0]`).
 
@@ -137,7 +149,9 @@ def run_step(rule: str, log_files, outputs, body) -> None:
             terminal.write(f"{name} failed: {_reason(exc)} (log: {log_file})\n")
             failed = True
         else:
-            log.info("%s finished in %.1f s", name, time.perf_counter() - start)
+            log.info(
+                "%s finished in %.1f s, peak RSS %.2f GB", name, time.perf_counter() - start, peak_rss_gb()
+            )
             failed = False
     if failed:
         sys.exit(1)
