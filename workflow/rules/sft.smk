@@ -6,7 +6,9 @@ rule prepare_demo_model:
         f"{RESULTS}/logs/prepare_demo_model.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_demo_model.tsv"
-    threads: MAX_THREADS
+    # One core: the conversion is mostly transformers' Python over the GGUF's vocabulary,
+    # so the data jobs, which need no model, run beside it.
+    threads: 1
     resources:
         runtime=30,
     params:
