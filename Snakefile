@@ -4,7 +4,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from playpen_attribution.configcheck import coerce_text_values, config_errors
+from playpen_attribution.core.configcheck import coerce_text_values, config_errors
 
 min_version("9.0")
 

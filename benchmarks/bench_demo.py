@@ -74,7 +74,7 @@ def main():
     noop = snakemake("-n", *config, *targets, workdir=work, cores=args.cores)
     noop_s = time.perf_counter() - start
     # A config file, not --config: Snakemake reads nested --config values as strings.
-    from playpen_attribution.settings import config_from_files
+    from playpen_attribution.core.settings import config_from_files
 
     changed = yaml.safe_load(config_file.read_text())
     changed.setdefault("report", {})["k"] = config_from_files(config_file)["report"]["k"] + 1

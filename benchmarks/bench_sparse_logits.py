@@ -36,7 +36,7 @@ WORK = REPO / "results" / "bench-sparse-logits"
 
 def demo_config() -> dict:
     """The demo's resolved config: the schema's defaults, config.yaml, demo.yaml."""
-    from playpen_attribution.settings import config_from_files
+    from playpen_attribution.core.settings import config_from_files
 
     return config_from_files(REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml")
 
@@ -44,11 +44,11 @@ def demo_config() -> dict:
 def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | None) -> dict:
     """Run one stage function in this process; return its figures."""
     os.chdir(REPO)  # the demo config's paths are relative to the repository
-    from playpen_attribution.settings import from_config
+    from playpen_attribution.core.settings import from_config
 
     cfg = demo_config()
     if stage == "train_lora":
-        from playpen_attribution.train import LoraSettings, StepTimer, TrainSettings, run_training
+        from playpen_attribution.sft.train import LoraSettings, StepTimer, TrainSettings, run_training
 
         step_cpu = []  # measurement only: CPU seconds of this process (all threads) per step
         begin, end = StepTimer.on_step_begin, StepTimer.on_step_end
@@ -93,8 +93,8 @@ def child(stage: str, sparse: bool, results: Path, out: Path, max_steps: int | N
 
     from bergson.collector.collector import CollectorComputer
 
-    from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
-    from playpen_attribution.tokens import load_token_dataset
+    from playpen_attribution.attribution.scoring import AttributionSettings, reduce_query, score_train
+    from playpen_attribution.data.tokens import load_token_dataset
 
     loops, loops_cpu = [], []
     original = CollectorComputer.run_with_collector_hooks

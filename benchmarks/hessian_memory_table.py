@@ -1,7 +1,7 @@
 """Print the Hessian memory table (docs/methods.md) for Gemma 3 1B and 270M, without any weights.
 
 The LoRA matrices are enumerated on a meta-device model (no memory, no download) and the
-memory model (`playpen_attribution.hessian_memory`) is applied to their shapes; the script
+memory model (`playpen_attribution.attribution.hessian_memory`) is applied to their shapes; the script
 also checks that the model's stdlib-only shape derivation agrees with the meta model.
 
     uv run python benchmarks/hessian_memory_table.py [--markdown]
@@ -15,9 +15,9 @@ from _common import OUT
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-from playpen_attribution.hessian_memory import GIB, LinearShape, estimate, lora_linear_shapes
-from playpen_attribution.settings import from_config, schema_defaults
-from playpen_attribution.train import LoraSettings
+from playpen_attribution.attribution.hessian_memory import GIB, LinearShape, estimate, lora_linear_shapes
+from playpen_attribution.core.settings import from_config, schema_defaults
+from playpen_attribution.sft.train import LoraSettings
 
 # Published architecture hyperparameters (the configs can't be downloaded here).
 MODELS = {

@@ -16,9 +16,14 @@ import pandas as pd
 from _common import OUT, REPO
 from scipy.stats import spearmanr
 
-from playpen_attribution.attribution import AGGREGATIONS, AttributionSettings, reduce_query, score_train
-from playpen_attribution.report import planted_ranks
-from playpen_attribution.settings import from_config, schema_defaults
+from playpen_attribution.attribution.report import planted_ranks
+from playpen_attribution.attribution.scoring import (
+    AGGREGATIONS,
+    AttributionSettings,
+    reduce_query,
+    score_train,
+)
+from playpen_attribution.core.settings import from_config, schema_defaults
 
 
 def main():

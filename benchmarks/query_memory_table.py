@@ -2,7 +2,7 @@
 LoRA r=16 on all 7 projections, without any weights.
 
 The LoRA matrices are enumerated on a meta-device model (as in hessian_memory_table.py,
-whose architectures it reuses) and the memory model (`playpen_attribution.query_memory`)
+whose architectures it reuses) and the memory model (`playpen_attribution.attribution.query_memory`)
 is applied to their shapes; the script checks that its stdlib-only shapes agree.
 
     uv run python benchmarks/query_memory_table.py [--markdown]
@@ -14,8 +14,8 @@ import json
 from _common import OUT
 from hessian_memory_table import ALL, MODELS, meta_shapes
 
-from playpen_attribution.hessian_memory import GIB, lora_linear_shapes
-from playpen_attribution.query_memory import estimate
+from playpen_attribution.attribution.hessian_memory import GIB, lora_linear_shapes
+from playpen_attribution.attribution.query_memory import estimate
 
 R = 16
 QUERY_ROWS = (300, 600)

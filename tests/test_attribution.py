@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import GUESSER_ROWS, assert_close_up_to_fp32_rounding, chat, with_defaults
 
-from playpen_attribution.attribution import (
+from playpen_attribution.attribution.scoring import (
     AttributionSettings,
     PreconditionerSettings,
     fit_hessian,
@@ -14,7 +14,7 @@ from playpen_attribution.attribution import (
     reduce_query,
     score_train,
 )
-from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
+from playpen_attribution.data.tokens import load_token_dataset, save_token_dataset, tokenize_rows
 
 SETTINGS = with_defaults(AttributionSettings, precision="fp32", token_batch_size=256, unit_normalize=True)
 
@@ -334,7 +334,7 @@ def test_read_scores_rejects_unwritten_rows(tmp_path, adapter, gemma_tokenizer):
 
 
 def test_token_batch_size_smaller_than_a_row_is_a_clear_error(tmp_path, adapter, gemma_tokenizer):
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[:2], gemma_tokenizer)
     with pytest.raises(WorkflowInputError, match="token_batch_size=8"):
@@ -349,7 +349,7 @@ def test_token_batch_size_smaller_than_a_row_is_a_clear_error(tmp_path, adapter,
 
 
 def test_token_batch_size_beyond_the_model_is_a_clear_error(tmp_path, adapter, gemma_tokenizer):
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[:2], gemma_tokenizer)
     # the tiny model has max_position_embeddings=512

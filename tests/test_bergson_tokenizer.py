@@ -9,7 +9,7 @@ import shutil
 import pytest
 from transformers import AutoTokenizer
 
-from playpen_attribution.bergson_tokenizer import ConfigOnlyTokenizer, config_only_tokenizer
+from playpen_attribution.attribution.bergson_tokenizer import ConfigOnlyTokenizer, config_only_tokenizer
 
 
 def _tokenizer_copy(tiny_gemma_dir, tmp_path, **config_changes):

@@ -2,7 +2,7 @@
 
 from conftest import REPO
 
-from playpen_attribution.codeversion import code_version
+from playpen_attribution.core.codeversion import code_version, module_closure
 
 PACKAGE = REPO / "src" / "playpen_attribution"
 MODULE = '''"""A module docstring."""
@@ -24,10 +24,11 @@ def total(rows):
 
 def _hash(tmp_path, module_text):
     package = tmp_path / "pkg"
-    package.mkdir(exist_ok=True)
-    (package / "tokens.py").write_text(module_text)
+    (package / "data").mkdir(parents=True, exist_ok=True)
+    (package / "data/tokens.py").write_text(module_text)
     script = tmp_path / "script.py"
-    script.write_text("from playpen_attribution.tokens import total\n")
+    script.write_text("from playpen_attribution.data.tokens import total\n")
+    assert [name for name, _ in module_closure(script, package)] == ["data.tokens"]
     return code_version(script, package)
 
 
@@ -56,3 +57,30 @@ def test_a_string_that_is_code_changes_the_hash(tmp_path):
 
 def test_the_package_hashes_without_error():
     assert len(code_version(REPO / "workflow/scripts/tokenize.py", PACKAGE)) == 16
+
+
+def test_the_closure_follows_subpackages_relative_imports_and_their_inits(tmp_path):
+    """A module of a stage subpackage runs that subpackage's __init__ and what it
+    imports, relative or absolute, and a name imported from a module is no module."""
+    package = tmp_path / "pkg"
+    for path, text in {
+        "__init__.py": "",
+        "core/__init__.py": "",
+        "core/io.py": "def read(): ...\n",
+        "data/__init__.py": "",
+        "data/tokens.py": "from ..core.io import read\nfrom . import split\n",
+        "data/split.py": "def f():\n    from playpen_attribution.core import io\n",
+        "words/__init__.py": "",
+        "words/play.py": "",
+    }.items():
+        (package / path).parent.mkdir(parents=True, exist_ok=True)
+        (package / path).write_text(text)
+    script = tmp_path / "script.py"
+    script.write_text("from playpen_attribution.data.tokens import tokenize\n")
+    names = [name for name, _ in module_closure(script, package)]
+    assert names == ["", "core", "core.io", "data", "data.split", "data.tokens"]
+    before = code_version(script, package)
+    (package / "words/play.py").write_text("X = 1\n")
+    assert code_version(script, package) == before
+    (package / "core/io.py").write_text("def read(): return 1\n")
+    assert code_version(script, package) != before

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from playpen_attribution.compare import compare_methods, compare_pair, pair_matrix, ranks
+from playpen_attribution.attribution.compare import compare_methods, compare_pair, pair_matrix, ranks
 
 
 def frame(scores):
@@ -42,7 +42,7 @@ def test_metrics_match_a_hand_computation():
 
 
 def test_top_jaccard_when_k_is_below_n():
-    import playpen_attribution.compare as compare
+    import playpen_attribution.attribution.compare as compare
 
     old = compare.K_VALUES
     compare.K_VALUES = (2,)

@@ -14,7 +14,7 @@ import yaml
 from conftest import run_snakemake, with_defaults
 from test_workflow import planned_jobs
 
-from playpen_attribution.counterfactual import (
+from playpen_attribution.checks.counterfactual import (
     REMOVAL_PATTERN,
     n_removed,
     parse_removal,
@@ -23,9 +23,9 @@ from playpen_attribution.counterfactual import (
     removal_set,
     run_retrain,
 )
-from playpen_attribution.counterfactual_report import counterfactual_markdown, counterfactual_table
-from playpen_attribution.tokens import load_token_dataset
-from playpen_attribution.train import LoraSettings, TrainSettings
+from playpen_attribution.checks.counterfactual_report import counterfactual_markdown, counterfactual_table
+from playpen_attribution.data.tokens import load_token_dataset
+from playpen_attribution.sft.train import LoraSettings, TrainSettings
 
 OUT = "results/demo/taboo/WordGuesser"
 ROW_IDS = [f"train-{i:07d}" for i in range(40)]
@@ -235,7 +235,7 @@ def test_score_sum_is_the_sum_of_the_removed_rows_mean_scores(scores):
 
 
 def test_a_removed_row_without_a_score_is_an_error(scores):
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     base = _removal("baseline", [], 2.0)
     ranked = _removal("proponents-f0.1", ["train-0000003", "train-9999999", "val-0000001"], 2.1)
@@ -314,7 +314,7 @@ def test_each_verdict_of_a_ranked_removal(kind, delta, randoms, verdict):
 
 
 def test_the_lds_is_the_rank_correlation_of_score_sums_and_loss_changes():
-    from playpen_attribution.counterfactual_report import lds
+    from playpen_attribution.checks.counterfactual_report import lds
 
     deltas = {"baseline": 0} | {f"lds-f0.5-s{i}": d for i, d in enumerate([0.1, 0.3, 0.2, 0.05])}
     table = _table(deltas)
@@ -398,10 +398,14 @@ def test_counterfactual_target_end_to_end(workflow_dir, tmp_path):
     from test_workflow_e2e import code_change_summary, copy_code, edit_module
 
     for module, changed, planned in (
-        ("counterfactual.py", {"counterfactual_removal", "retrain"}, {"counterfactual_removal", "retrain"}),
-        ("counterfactual_report.py", {"counterfactual"}, set()),
+        (
+            "checks/counterfactual.py",
+            {"counterfactual_removal", "retrain"},
+            {"counterfactual_removal", "retrain"},
+        ),
+        ("checks/counterfactual_report.py", {"counterfactual"}, set()),
     ):
-        code = copy_code(tmp_path / f"code-{module}")
+        code = copy_code(tmp_path / f"code-{module.replace('/', '-')}")
         edit_module(code, module)
         assert code_change_summary(work, code, [target]) == (changed, planned | {"counterfactual"})
 
@@ -489,7 +493,7 @@ def test_the_baseline_retrain_reproduces_train_lora_step_for_step(tiny_gemma_dir
     not. Dropout > 0 and 4 shuffled batches of 2: the losses depend on the RNG stream
     (LoRA init, batch order, dropout masks), so a retrain that drew from it differently
     would show. Power control: the same retrain with another seed gives another curve."""
-    from playpen_attribution.train import run_training
+    from playpen_attribution.sft.train import run_training
 
     lora = with_defaults(LoraSettings, r=4, alpha=8, dropout=0.1)
     settings = with_defaults(

@@ -4,13 +4,13 @@ import pandas as pd
 import pytest
 from conftest import DATASET_OPTIONS, REFERENCE, chat, make_row, prepare_at_defaults, write_jsonl
 
-from playpen_attribution.data import (
+from playpen_attribution.core.errors import WorkflowInputError
+from playpen_attribution.data.prepare import (
     hub_features,
     load_splits,
     prepare_to_files,
     split_conversation,
 )
-from playpen_attribution.errors import WorkflowInputError
 
 DESCRIBER_PROMPT = "Rules...\n\nThis is the target word that you need to describe and that the other player needs to guess:\n\n{word}\n\nRelated words are: ..."
 
@@ -236,7 +236,7 @@ def test_real_reference_sample_parses():
 
     ref = datasets.load_dataset("json", data_files=str(REFERENCE / "taboo_hub_schema_sample.jsonl"))["train"]
     assert ref.features == hub_features()
-    from playpen_attribution.data import prepare_split
+    from playpen_attribution.data.prepare import prepare_split
 
     records, summary = prepare_split("train", ref, "taboo", "WordGuesser", ["aborted"], **DATASET_OPTIONS)
     assert summary["dropped_outcome"] == {"aborted": 1}

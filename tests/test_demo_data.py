@@ -5,8 +5,8 @@ from collections import Counter
 import datasets
 from conftest import DEMO_DATA, prepare_at_defaults
 
-from playpen_attribution.data import hub_features
-from playpen_attribution.demo_data import write_demo_dataset
+from playpen_attribution.data.demo_data import write_demo_dataset
+from playpen_attribution.data.prepare import hub_features
 
 
 def _load(path):

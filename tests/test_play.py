@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from playpen_attribution.taboo import (
+from playpen_attribution.words.taboo import (
     TabooParseError,
     TabooRules,
     TabooRuleViolation,
@@ -108,7 +108,7 @@ class Scripted:
     """A clemcore model that replies from a script (a programmatic player)."""
 
     def __new__(cls, name, replies):
-        from playpen_attribution.play import import_clemcore
+        from playpen_attribution.words.play import import_clemcore
 
         import_clemcore()
         from clemcore import backends
@@ -126,7 +126,7 @@ class Scripted:
 
 
 def write_instances(path: Path, words) -> Path:
-    from playpen_attribution.generate import PROJECT_TEMPLATES
+    from playpen_attribution.words.generate import PROJECT_TEMPLATES
 
     path.write_text(
         json.dumps(
@@ -150,7 +150,7 @@ def write_instances(path: Path, words) -> Path:
 
 
 def play_one(tmp_path, describer, guesser):
-    from playpen_attribution import play
+    from playpen_attribution.words import play
 
     instances = write_instances(tmp_path / "instances.json", [("winter", ["cold", "snow", "season"])])
     models = [Scripted("describer", describer), Scripted("guesser", guesser)]
@@ -210,7 +210,7 @@ def test_played_episodes_pass_prepare_data(tmp_path):
     """episodes.jsonl as a dataset: both roles, outcomes kept, target words recovered."""
     from conftest import prepare_at_defaults
 
-    from playpen_attribution import play
+    from playpen_attribution.words import play
 
     instances = write_instances(
         tmp_path / "instances.json",
@@ -249,7 +249,7 @@ def test_the_play_target_end_to_end_on_the_tiny_model(workflow_dir, tmp_path):
     import yaml
     from conftest import prepare_at_defaults, run_snakemake
 
-    from playpen_attribution.play import read_episodes
+    from playpen_attribution.words.play import read_episodes
 
     work = tmp_path / "run"
     shutil.copytree(workflow_dir, work, symlinks=True)
@@ -319,7 +319,7 @@ def test_played_episodes_join_the_next_rounds_training_rows(tmp_path, demo_datas
     with row_ids extra0-{index} and their source."""
     from conftest import prepare_at_defaults
 
-    from playpen_attribution import play
+    from playpen_attribution.words import play
 
     instances = write_instances(tmp_path / "instances.json", [("winter", ["cold", "snow", "season"])])
     models = [Scripted("describer", ["HINT: frost time"]), Scripted("guesser", ["GUESS: winter"])]
@@ -346,7 +346,7 @@ def test_the_played_statistics_equal_hand_computations():
     import pandas as pd
     from scipy.stats import binomtest, fisher_exact
 
-    from playpen_attribution.play_report import hard_vs_easy, proxy_check, set_table
+    from playpen_attribution.words.play_report import hard_vs_easy, proxy_check, set_table
 
     episodes = pd.DataFrame(
         {
@@ -382,8 +382,8 @@ def test_the_played_statistics_equal_hand_computations():
 
 
 def test_players_from_the_config():
-    from playpen_attribution.errors import WorkflowInputError
-    from playpen_attribution.play import player_models
+    from playpen_attribution.core.errors import WorkflowInputError
+    from playpen_attribution.words.play import player_models
 
     names, entries = player_models(
         {"describer": "adapter", "guesser": "base"}, "/m/base", "{{ chat }}", {"WordDescriber": "/a/desc"}

@@ -9,8 +9,8 @@ import pytest
 from conftest import with_defaults
 from test_attribution import CLUE_CHATS, _tokens
 
-from playpen_attribution.hessian_memory import GIB, lora_linear_shapes
-from playpen_attribution.query_memory import (
+from playpen_attribution.attribution.hessian_memory import GIB, lora_linear_shapes
+from playpen_attribution.attribution.query_memory import (
     budget_error,
     cheaper_settings,
     check_query_budget,
@@ -43,8 +43,8 @@ def test_estimate_matches_what_bergson_writes_and_loads(tmp_path, adapter, gemma
     from bergson.config.config import ScoreConfig
     from bergson.score.score import get_query_grads
 
-    from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
-    from playpen_attribution.tokens import load_token_dataset
+    from playpen_attribution.attribution.scoring import AttributionSettings, reduce_query, score_train
+    from playpen_attribution.data.tokens import load_token_dataset
 
     settings = with_defaults(
         AttributionSettings, precision="fp32", token_batch_size=256, projection_dim=projection_dim
@@ -138,7 +138,7 @@ def test_gemma3_1b_entries_match_a_meta_model():
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-    from playpen_attribution.train import LoraSettings
+    from playpen_attribution.sft.train import LoraSettings
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(Gemma3TextConfig(**GEMMA3_1B, vocab_size=1024))
@@ -174,8 +174,8 @@ def test_over_budget_names_cheaper_settings_before_heavy_imports(adapter, guesse
     train_dir, val_dir = guesser_tokens
     code = f"""
 import sys
-from playpen_attribution.errors import WorkflowInputError
-from playpen_attribution.query_memory import check_query_budget, count_token_rows
+from playpen_attribution.core.errors import WorkflowInputError
+from playpen_attribution.attribution.query_memory import check_query_budget, count_token_rows
 rows = count_token_rows({str(val_dir)!r}), count_token_rows({str(train_dir)!r})
 print("rows:", rows)
 try:
@@ -204,7 +204,7 @@ def test_rule_scripts_check_the_budget_before_torch(adapter, guesser_tokens, scr
     code = f"""
 import runpy, sys
 from types import SimpleNamespace
-from playpen_attribution.errors import WorkflowInputError
+from playpen_attribution.core.errors import WorkflowInputError
 fake = SimpleNamespace(
     rule={script!r},
     log=[],
@@ -233,7 +233,7 @@ def test_global_projection_matches_what_bergson_writes(tmp_path, adapter, guesse
     from bergson.cli.commands import Reduce
     from bergson.config.config import DataConfig, DistributedConfig, IndexConfig, PreprocessConfig
 
-    from playpen_attribution.tokens import attribution_view, load_token_dataset
+    from playpen_attribution.data.tokens import attribution_view, load_token_dataset
 
     _, val_dir = guesser_tokens
     attribution_view(load_token_dataset(val_dir)).save_to_disk(str(tmp_path / "input"))
@@ -269,7 +269,7 @@ def test_matrix_memory_matches_the_aggregation_peak():
     import pandas as pd
     import scipy.stats  # noqa: F401  (imported inside aggregate: not part of the peak)
 
-    from playpen_attribution.attribution import aggregate
+    from playpen_attribution.attribution.scoring import aggregate
 
     n_train, n_query = 2000, 300
     rows = pd.DataFrame(
@@ -298,7 +298,7 @@ def test_pipeline_script_checks_the_budget_before_torch(adapter, guesser_tokens)
     code = f"""
 import runpy, sys
 from types import SimpleNamespace
-from playpen_attribution.errors import WorkflowInputError
+from playpen_attribution.core.errors import WorkflowInputError
 fake = SimpleNamespace(
     rule="pipeline_attribution",
     log=[],

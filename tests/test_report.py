@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from playpen_attribution.errors import WorkflowInputError
-from playpen_attribution.report import join_scores, top_bottom, word_influence
+from playpen_attribution.attribution.report import join_scores, top_bottom, word_influence
+from playpen_attribution.core.errors import WorkflowInputError
 
 
 def frame(n=10):
@@ -69,7 +69,7 @@ def test_word_influence_aggregates_per_word():
 def test_unrecognised_outcomes_are_in_no_success_rate_and_in_the_data_table():
     """Issue 21, finding 5: `Success` and `lose` counted as losses, and the Data table had no
     row for them."""
-    from playpen_attribution.report import data_counts_markdown
+    from playpen_attribution.attribution.report import data_counts_markdown
 
     scores, train = frame(6)
     train["target_word"] = "snow"
@@ -113,7 +113,7 @@ def small_matrix():
 
 
 def test_aggregations_of_the_matrix():
-    from playpen_attribution.attribution import aggregate
+    from playpen_attribution.attribution.scoring import aggregate
 
     matrix, rows, val_ids = small_matrix()
     out = aggregate(matrix, rows, val_ids).set_index("row_id")
@@ -127,7 +127,7 @@ def test_aggregations_of_the_matrix():
 
 
 def test_helped_val_rows_and_proponents():
-    from playpen_attribution.report import helped_val_rows, val_proponents
+    from playpen_attribution.attribution.report import helped_val_rows, val_proponents
 
     matrix, rows, val_ids = small_matrix()
     frame_ = pd.DataFrame(matrix, index=rows["row_id"], columns=val_ids)
@@ -146,7 +146,7 @@ def test_helped_val_rows_and_proponents():
 
 
 def test_planted_ranks_under_every_method_and_aggregation():
-    from playpen_attribution.report import planted_ranks
+    from playpen_attribution.attribution.report import planted_ranks
 
     train = pd.DataFrame(
         {"row_id": ["t0", "t1", "t2", "t3"], "experiment": "e", "task_id": [0, 1, 2, 9], "model": "m"}

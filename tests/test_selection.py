@@ -14,8 +14,7 @@ from conftest import run_snakemake, with_defaults
 from test_counterfactual import _dry_run
 from test_workflow import planned_jobs
 
-from playpen_attribution.games import judge, parse_guess, summarise
-from playpen_attribution.selection import (
+from playpen_attribution.checks.selection import (
     arm_names,
     arm_rows,
     mcnemar_exact,
@@ -24,7 +23,8 @@ from playpen_attribution.selection import (
     verdict,
     wilson_interval,
 )
-from playpen_attribution.split import split_validation
+from playpen_attribution.data.split import split_validation
+from playpen_attribution.words.games import judge, parse_guess, summarise
 
 OUT = "results/demo/taboo/WordGuesser"
 
@@ -93,7 +93,7 @@ def test_query_outcomes_filter_the_query_only():
 
 
 def test_an_empty_side_fails_naming_the_setting():
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     with pytest.raises(WorkflowInputError, match="split.eval_fraction"):
         split_validation(_val_frame(n_instances=1, models=("m",)), "instance", 0.5, seed=0)
@@ -219,7 +219,7 @@ def test_arms_are_the_ranked_rows_and_reproducible_random_rows(scores):
 
 
 def test_random_arms_without_overlap_need_room(scores):
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     with pytest.raises(WorkflowInputError, match="random_overlap"):
         arm_rows("none-nearest/random-k0.6-s0", ROW_IDS, scores)
@@ -350,7 +350,7 @@ def test_eval_rows_reach_only_the_evaluations(workflow_dir):
     # tokenize writes tokens/eval; report_planted only marks copies of held-out rows
     assert readers == {"tokenize", "evaluate_arm", "retrain", "report_planted"}
 
-    from playpen_attribution.tokens import load_token_dataset
+    from playpen_attribution.data.tokens import load_token_dataset
 
     out = workflow_dir / OUT
     held_out = set(pd.read_parquet(out / "data/eval.parquet")["row_id"])
@@ -377,8 +377,8 @@ def test_batched_greedy_replies_equal_one_at_a_time(tiny_gemma_dir, gemma_tokeni
     from conftest import GUESSER_ROWS
     from transformers import AutoModelForCausalLM
 
-    from playpen_attribution.games import greedy_replies, prompt_ids
-    from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
+    from playpen_attribution.data.tokens import load_token_dataset, save_token_dataset, tokenize_rows
+    from playpen_attribution.words.games import greedy_replies, prompt_ids
 
     chats = GUESSER_ROWS[:2] + [
         [
@@ -401,8 +401,8 @@ def test_batched_greedy_replies_equal_one_at_a_time(tiny_gemma_dir, gemma_tokeni
 
 
 def test_the_steps_budget_is_that_of_sft_on_the_whole_pool():
-    from playpen_attribution.selection import pool_steps
-    from playpen_attribution.train import TrainSettings
+    from playpen_attribution.checks.selection import pool_steps
+    from playpen_attribution.sft.train import TrainSettings
 
     assert (
         pool_steps(111, with_defaults(TrainSettings, epochs=1, batch_size=4)) == 28

@@ -16,18 +16,18 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMA_DEFAULTS
 
-from playpen_attribution import settings as settings_module
-from playpen_attribution.attribution import AttributionSettings, PreconditionerSettings
-from playpen_attribution.generate import GenerateSettings
-from playpen_attribution.pipelines import PipelineSettings
-from playpen_attribution.settings import (
+from playpen_attribution.attribution.pipelines import PipelineSettings
+from playpen_attribution.attribution.scoring import AttributionSettings, PreconditionerSettings
+from playpen_attribution.core import settings as settings_module
+from playpen_attribution.core.settings import (
     config_from_files,
     config_key,
     from_config,
     has_default,
     schema_node,
 )
-from playpen_attribution.train import LoraSettings, TrainSettings
+from playpen_attribution.sft.train import LoraSettings, TrainSettings
+from playpen_attribution.words.generate import GenerateSettings
 
 SETTINGS_CLASSES = [
     LoraSettings,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import with_defaults
 
-from playpen_attribution.models import bootstrap_adapter
-from playpen_attribution.tokens import load_token_dataset
-from playpen_attribution.train import LoraSettings, TrainSettings, metrics_frame, train_lora
+from playpen_attribution.data.tokens import load_token_dataset
+from playpen_attribution.sft.models import bootstrap_adapter
+from playpen_attribution.sft.train import LoraSettings, TrainSettings, metrics_frame, train_lora
 
 
 def masked_loss(model, tokens):
@@ -136,7 +136,7 @@ def test_bootstrap_output_loads_offline(trained, tiny_gemma_dir, tmp_path):
 
 
 def test_bootstrap_rejects_a_non_adapter_dir(tmp_path, tiny_gemma_dir):
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     with pytest.raises(WorkflowInputError, match="adapter_config.json"):
         bootstrap_adapter(tmp_path, tmp_path / "out", str(tiny_gemma_dir))

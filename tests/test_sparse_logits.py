@@ -8,14 +8,14 @@ import torch
 from conftest import GUESSER_ROWS, chat, with_defaults
 from test_attribution import CLUE_CHATS, _tokens
 
-from playpen_attribution.attribution import AttributionSettings, reduce_query, score_train
-from playpen_attribution.sparse_logits import (
+from playpen_attribution.attribution.scoring import AttributionSettings, reduce_query, score_train
+from playpen_attribution.data.tokens import load_token_dataset, save_token_dataset, tokenize_rows
+from playpen_attribution.sft.sparse_logits import (
     IGNORE_INDEX,
     bergson_sparse_logits,
     sparse_fwd_bwd_factory,
     trained_positions,
 )
-from playpen_attribution.tokens import load_token_dataset, save_token_dataset, tokenize_rows
 
 # The equality tests compare two computations that are the same maths summed in another
 # order: the output layer at the trained positions only, or at every position. In fp32 that
@@ -168,7 +168,7 @@ def test_bergson_hessian_pass_equals_the_full_computation_on_dataset_labels(
     from bergson.collector.collector import fwd_bwd_hessian_factory
     from bergson.config.config import HessianConfig, IndexConfig
 
-    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+    from playpen_attribution.sft.sparse_logits import sparse_fwd_bwd_hessian_factory
 
     cfg = IndexConfig(run_path="unused", loss_reduction=loss_reduction)
     hessian_cfg = HessianConfig(method="kfac", use_dataset_labels=True)
@@ -187,7 +187,7 @@ def test_bergson_hessian_pass_samples_labels_at_trained_positions_only(adapter, 
     but are seeded, reproducible, and a function of the trained positions only."""
     from bergson.config.config import HessianConfig, IndexConfig
 
-    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+    from playpen_attribution.sft.sparse_logits import sparse_fwd_bwd_hessian_factory
 
     cfg = IndexConfig(run_path="unused")
     fwd_bwd = sparse_fwd_bwd_hessian_factory(cfg, HessianConfig(method="kfac", use_dataset_labels=False))
@@ -282,7 +282,7 @@ def test_sampled_labels_follow_the_model_softmax_at_trained_positions(sampler):
     from bergson.collector.collector import fwd_bwd_hessian_factory
     from bergson.config.config import HessianConfig, IndexConfig
 
-    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+    from playpen_attribution.sft.sparse_logits import sparse_fwd_bwd_hessian_factory
 
     factory = sparse_fwd_bwd_hessian_factory if sampler == "sparse" else fwd_bwd_hessian_factory
     fwd_bwd = factory(IndexConfig(run_path="unused"), HessianConfig(method="kfac", use_dataset_labels=False))
@@ -304,7 +304,7 @@ def test_labels_are_drawn_at_trained_positions_only():
 
     from bergson.config.config import HessianConfig, IndexConfig
 
-    from playpen_attribution.sparse_logits import sparse_fwd_bwd_hessian_factory
+    from playpen_attribution.sft.sparse_logits import sparse_fwd_bwd_hessian_factory
 
     fwd_bwd = sparse_fwd_bwd_hessian_factory(
         IndexConfig(run_path="unused"), HessianConfig(method="kfac", use_dataset_labels=False)
@@ -433,7 +433,7 @@ class LogitRowCounter:
 def _sft(tiny_gemma_dir, tokenizer, train, val, sparse, grad_acc, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from playpen_attribution.train import LoraSettings, TrainSettings, train_lora
+    from playpen_attribution.sft.train import LoraSettings, TrainSettings, train_lora
 
     settings = with_defaults(
         TrainSettings,

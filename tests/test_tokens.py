@@ -3,7 +3,7 @@
 import pytest
 from conftest import chat, with_defaults
 
-from playpen_attribution.tokens import (
+from playpen_attribution.data.tokens import (
     IGNORE_INDEX,
     assistant_spans,
     attribution_view,
@@ -93,8 +93,8 @@ def test_sft_and_attribution_see_identical_tokens(gemma_tokenizer, tiny_gemma_di
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from playpen_attribution.tokens import load_token_dataset, save_token_dataset
-    from playpen_attribution.train import LoraSettings, TrainSettings, sft_config
+    from playpen_attribution.data.tokens import load_token_dataset, save_token_dataset
+    from playpen_attribution.sft.train import LoraSettings, TrainSettings, sft_config
 
     rows = [
         {"row_id": "a", "messages": REPEATED},
@@ -105,7 +105,7 @@ def test_sft_and_attribution_see_identical_tokens(gemma_tokenizer, tiny_gemma_di
     save_token_dataset(token_rows, tmp_path / "tokens")
     tokens = load_token_dataset(tmp_path / "tokens")
 
-    from playpen_attribution.tokens import sft_view
+    from playpen_attribution.data.tokens import sft_view
 
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
     trainer = SFTTrainer(
@@ -146,7 +146,7 @@ class WordTokenizer:
 
 
 def _tokenize_parquet(tmp_path, frame, max_length, **kwargs):
-    from playpen_attribution.tokens import tokenize_to_files
+    from playpen_attribution.data.tokens import tokenize_to_files
 
     tmp_path.mkdir(exist_ok=True)
     frame.to_parquet(tmp_path / "train.parquet")
@@ -170,7 +170,7 @@ def test_a_length_filter_that_removes_an_outcome_says_so_on_the_terminal(tmp_pat
     WARNING, which needed the real tokenizer.)"""
     import pandas as pd
 
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     short, long = chat("hint", "GUESS: A"), chat("hint", "GUESS: A", "hint", "GUESS: B", "hint", "GUESS: C")
     frame = pd.DataFrame(
@@ -198,7 +198,7 @@ def test_a_length_filter_that_removes_an_outcome_says_so_on_the_terminal(tmp_pat
 
 def test_a_chat_the_template_cannot_render_names_its_row(tmp_path):
     """Issue 21, finding 7: a jinja TemplateError named no row."""
-    from playpen_attribution.errors import WorkflowInputError
+    from playpen_attribution.core.errors import WorkflowInputError
 
     rows = [{"row_id": "train-0000007", "messages": [{"role": "system", "content": "x"}, *chat("u", "a")]}]
     with pytest.raises(

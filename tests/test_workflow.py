@@ -217,7 +217,7 @@ def test_a_trailing_slash_in_results_is_the_same_root(tmp_path):
 def test_a_local_path_without_dot_slash_is_not_taken_for_a_hub_id(tmp_path, monkeypatch, path, reason):
     """Issue 21, finding 15: `data/missing` and `mydata` were taken for hub ids and failed
     only at run time, with an offline-hub message."""
-    from playpen_attribution.paths import hub_id_problem
+    from playpen_attribution.core.paths import hub_id_problem
 
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -297,7 +297,7 @@ def test_the_demo_model_is_built_from_the_gguf_package(tmp_path, gemma_tokenizer
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from playpen_attribution.models import trl_chat_template
+    from playpen_attribution.sft.models import trl_chat_template
 
     target = "results/demo/models/gemma-3-270m"
     run_snakemake("--cores", "2", "--configfile", str(REPO / "config/demo.yaml"), "-d", str(tmp_path), target)

@@ -323,7 +323,7 @@ def test_the_code_hash_follows_the_code_not_its_location_or_comments(workflow_co
     assert "Nothing to be done" in dry_run(workflow_copy, snakefile=code_copy / "Snakefile")
     # every target of the tiny run, the generated instances included (their schema is code)
     assert code_change_summary(workflow_copy, code_copy, TINY_TARGETS) == (set(), set())
-    tokens = code_copy / "src/playpen_attribution/tokens.py"
+    tokens = code_copy / "src/playpen_attribution/data/tokens.py"
     text = tokens.read_text()
     assert text.startswith('"""One tokenization for SFT and attribution.')
     # a comment and a docstring edit (issue 21, finding 10) change no output
@@ -335,14 +335,14 @@ def test_the_code_hash_follows_the_code_not_its_location_or_comments(workflow_co
 @pytest.mark.parametrize(
     "module, expected",
     [
-        ("tokens.py", DOWNSTREAM_OF_TOKENS | REPORTS),
+        ("data/tokens.py", DOWNSTREAM_OF_TOKENS | REPORTS),
         (
-            "attribution.py",
+            "attribution/scoring.py",
             {"hessian", "reduce_query", "score_train", "compare_rankings", "report_planted"} | REPORTS,
         ),
-        ("report.py", REPORTS | {"report_planted"}),
-        ("compare.py", {"compare_rankings"}),
-        ("data.py", {"prepare_data"} | DOWNSTREAM_OF_TOKENS | REPORTS),
+        ("attribution/report.py", REPORTS | {"report_planted"}),
+        ("attribution/compare.py", {"compare_rankings"}),
+        ("data/prepare.py", {"prepare_data"} | DOWNSTREAM_OF_TOKENS | REPORTS),
     ],
 )
 def test_editing_a_package_module_reruns_the_rules_that_run_it(workflow_copy, code_copy, module, expected):
@@ -365,22 +365,26 @@ REPORTING = {"report_topk", "report_words", "word_scores", "report_planted"}
 @pytest.mark.parametrize(
     "module, changed, planned",
     [
-        ("generate.py", {"generate_instances", "score_generated"}, {"generate_instances", "score_generated"}),
-        ("hardness.py", {"score_generated"}, {"score_generated"}),
-        ("train.py", {"train_lora"}, ADAPTER_DOWNSTREAM),
         (
-            "models.py",
+            "words/generate.py",
+            {"generate_instances", "score_generated"},
+            {"generate_instances", "score_generated"},
+        ),
+        ("words/hardness.py", {"score_generated"}, {"score_generated"}),
+        ("sft/train.py", {"train_lora"}, ADAPTER_DOWNSTREAM),
+        (
+            "sft/models.py",
             {"tokenize", "train_lora", "bootstrap_adapter", "score_generated"},
             ADAPTER_DOWNSTREAM | {"tokenize"},
         ),
         (
-            "sparse_logits.py",
+            "sft/sparse_logits.py",
             # generate_instances and score_generated render through render.py, not report.py
             {"train_lora", "hessian", "reduce_query", "score_train"} | REPORTING,
             ADAPTER_DOWNSTREAM,
         ),
-        ("counterfactual.py", set(), set()),
-        ("counterfactual_report.py", set(), set()),
+        ("checks/counterfactual.py", set(), set()),
+        ("checks/counterfactual_report.py", set(), set()),
     ],
 )
 def test_editing_a_module_changes_the_code_of_exactly_the_rules_that_run_it(

@@ -5,25 +5,25 @@ import re
 import sys
 from pathlib import Path
 
-from playpen_attribution import runroot
-from playpen_attribution.codeversion import code_version
-from playpen_attribution.counterfactual import (
+from playpen_attribution.core import runroot
+from playpen_attribution.core.codeversion import code_version
+from playpen_attribution.checks.counterfactual import (
     RANKED_KINDS,
     REMOVAL_PATTERN,
     parse_removal,
     removal_names,
 )
-from playpen_attribution.manifest import write_manifest
-from playpen_attribution.pipelines import PIPELINE_METHODS as BERGSON_PIPELINES
-from playpen_attribution.paths import (
+from playpen_attribution.core.manifest import write_manifest
+from playpen_attribution.attribution.pipelines import PIPELINE_METHODS as BERGSON_PIPELINES
+from playpen_attribution.core.paths import (
     hub_id_problem,
     looks_like_local_path,
     tracked_data_files,
 )
-from playpen_attribution.selection import arm_names as selection_arm_names
-from playpen_attribution.selection import arm_pattern as selection_arm_pattern
-from playpen_attribution.selection import parse_arm
-from playpen_attribution.selection import rankings as selection_rankings
+from playpen_attribution.checks.selection import arm_names as selection_arm_names
+from playpen_attribution.checks.selection import arm_pattern as selection_arm_pattern
+from playpen_attribution.checks.selection import parse_arm
+from playpen_attribution.checks.selection import rankings as selection_rankings
 
 # One result tree per run setup (config `results`): the demo writes under results/demo/,
 # the research config under results/, so neither run ever touches the other's outputs.
@@ -584,7 +584,7 @@ def play_code():
     import ast
     import hashlib
 
-    master = PACKAGE_DIR / "clemgame" / "taboo" / "master.py"
+    master = PACKAGE_DIR / "words" / "clemgame" / "taboo" / "master.py"
     own = hashlib.sha256(ast.dump(ast.parse(master.read_text())).encode()).hexdigest()[
         :16
     ]

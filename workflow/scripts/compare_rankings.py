@@ -1,10 +1,10 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import log, run_step
+from playpen_attribution.core.smk import log, run_step
 
 
 def main(snakemake):
-    from playpen_attribution.compare import write_comparison
+    from playpen_attribution.attribution.compare import write_comparison
 
     table = write_comparison(
         snakemake.input.scores,

@@ -1,10 +1,10 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.counterfactual import write_removal
+    from playpen_attribution.checks.counterfactual import write_removal
 
     ranking = snakemake.params.ranking or {}
     write_removal(

@@ -4,11 +4,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from playpen_attribution.smk import log, run_step
+from playpen_attribution.core.smk import log, run_step
 
 
 def main(snakemake):
-    from playpen_attribution.demo_data import write_demo_dataset
+    from playpen_attribution.data.demo_data import write_demo_dataset
 
     # Written beside the outputs, then moved: an interrupted run leaves no partial file.
     out_dir = Path(snakemake.output[0]).parent

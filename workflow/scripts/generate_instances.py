@@ -1,7 +1,7 @@
 # Package imports live inside main(): run_step sends the job's output to its log first.
 from pathlib import Path
 
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 # Beside this script (Snakemake sets __file__ to the script's own path); its content is
 # the rule's schema_sha256 param.
@@ -9,7 +9,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "taboo_instances.sche
 
 
 def main(snakemake):
-    from playpen_attribution.generate import GenerateSettings, write_generated
+    from playpen_attribution.words.generate import GenerateSettings, write_generated
 
     templates = snakemake.params.generate.get("templates") or {}
     write_generated(

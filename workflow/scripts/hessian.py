@@ -1,12 +1,12 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
     # The memory check runs first and imports nothing heavy: over budget, the job stops
     # before torch, the model or the data are loaded.
-    from playpen_attribution.hessian_memory import check_adapter_budget
+    from playpen_attribution.attribution.hessian_memory import check_adapter_budget
 
     estimate = check_adapter_budget(
         snakemake.input.adapter,
@@ -16,7 +16,7 @@ def main(snakemake):
         float(snakemake.resources.memory_budget_gb),
     )
 
-    from playpen_attribution.attribution import fit_hessian, settings_from_params
+    from playpen_attribution.attribution.scoring import fit_hessian, settings_from_params
 
     settings, preconditioner = settings_from_params(snakemake.params, snakemake.resources.nproc_per_node)
     fit_hessian(

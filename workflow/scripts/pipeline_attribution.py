@@ -1,12 +1,12 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
     # The memory check runs first and imports nothing heavy: over budget, the job stops
     # before torch, the model or the data are loaded.
-    from playpen_attribution.query_memory import check_query_budget, count_token_rows
+    from playpen_attribution.attribution.query_memory import check_query_budget, count_token_rows
 
     pipeline = snakemake.params.pipeline
     section = "trak" if pipeline["method"] == "trak" else "trackstar"
@@ -24,8 +24,8 @@ def main(snakemake):
         projection_key=f"attribution.{section}.projection_dim",
     )
 
-    from playpen_attribution.attribution import AttributionSettings
-    from playpen_attribution.pipelines import PipelineSettings, pipeline_scores
+    from playpen_attribution.attribution.pipelines import PipelineSettings, pipeline_scores
+    from playpen_attribution.attribution.scoring import AttributionSettings
 
     settings = AttributionSettings(
         # the pipeline's projection_dim is its own (PipelineSettings); set from it there

@@ -1,11 +1,11 @@
 # Package imports live inside main(): run_step sends the job's output to its log first.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.generate import read_templates
-    from playpen_attribution.io import write_json
-    from playpen_attribution.play import run_play
+    from playpen_attribution.core.io import write_json
+    from playpen_attribution.words.generate import read_templates
+    from playpen_attribution.words.play import run_play
 
     templates = snakemake.params.templates or {}
     roles = snakemake.params.adapter_roles

@@ -1,9 +1,9 @@
 # Package imports live inside main(): run_step sends the job's output to its log first.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.play_report import write_played_hardness
+    from playpen_attribution.words.play_report import write_played_hardness
 
     write_played_hardness(
         episodes_path=snakemake.input.episodes,

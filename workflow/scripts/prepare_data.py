@@ -1,10 +1,10 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.data import prepare_to_files
+    from playpen_attribution.data.prepare import prepare_to_files
 
     ds = snakemake.params.dataset
     prepare_to_files(

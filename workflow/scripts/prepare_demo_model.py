@@ -1,11 +1,11 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.manifest import write_manifest
-    from playpen_attribution.models import prepare_demo_model
+    from playpen_attribution.core.manifest import write_manifest
+    from playpen_attribution.sft.models import prepare_demo_model
 
     prepare_demo_model(snakemake.output[0])
     write_manifest(snakemake.output[0], snakemake.output[1])

@@ -1,13 +1,13 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
     # The memory check runs first and imports nothing heavy: over budget, the job stops
     # before torch, the model or the data are loaded (score_train would hold every query
     # gradient in memory; the training rows are not an input here, so only the queries count).
-    from playpen_attribution.query_memory import check_query_budget, count_token_rows
+    from playpen_attribution.attribution.query_memory import check_query_budget, count_token_rows
 
     attribution = snakemake.params.attribution
     check_query_budget(
@@ -22,7 +22,7 @@ def main(snakemake):
         precision=attribution.get("precision") or "auto",
     )
 
-    from playpen_attribution.attribution import reduce_query, settings_from_params
+    from playpen_attribution.attribution.scoring import reduce_query, settings_from_params
 
     settings, preconditioner = settings_from_params(snakemake.params, snakemake.resources.nproc_per_node)
     reduce_query(

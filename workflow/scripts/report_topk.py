@@ -1,10 +1,10 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.report import write_topk_report
+    from playpen_attribution.attribution.report import write_topk_report
 
     write_topk_report(
         scores_path=snakemake.input.scores,

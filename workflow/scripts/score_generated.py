@@ -1,10 +1,10 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.hardness import write_hardness
+    from playpen_attribution.words.hardness import write_hardness
 
     templates = snakemake.params.templates or {}
     write_hardness(

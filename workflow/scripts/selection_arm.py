@@ -1,10 +1,10 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.selection import write_arm_rows
+    from playpen_attribution.checks.selection import write_arm_rows
 
     write_arm_rows(
         arm=snakemake.wildcards.arm,

@@ -1,11 +1,11 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.models import load_tokenizer
-    from playpen_attribution.tokens import tokenize_to_files
+    from playpen_attribution.data.tokens import tokenize_to_files
+    from playpen_attribution.sft.models import load_tokenizer
 
     model = snakemake.params.model
     tokenizer = load_tokenizer(model["name_or_path"], model.get("revision"), model.get("chat_template"))

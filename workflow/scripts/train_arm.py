@@ -1,11 +1,11 @@
 # Package imports live inside main(): run_step sends the job's output to its log first,
 # and importing transformers or bergson already prints.
-from playpen_attribution.smk import run_step
+from playpen_attribution.core.smk import run_step
 
 
 def main(snakemake):
-    from playpen_attribution.selection import run_arm_training
-    from playpen_attribution.train import LoraSettings, TrainSettings
+    from playpen_attribution.checks.selection import run_arm_training
+    from playpen_attribution.sft.train import LoraSettings, TrainSettings
 
     p = snakemake.params
     run_arm_training(

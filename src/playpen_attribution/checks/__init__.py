@@ -1,0 +1,1 @@
+"""Stage 4, checks of the ranking: counterfactual retrains and the selection experiment."""

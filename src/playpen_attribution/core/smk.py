@@ -1,0 +1,157 @@
+"""Glue between Snakemake's `script:` directive and the package.
+
+`run_step(rule, log, outputs, body)` runs `body()` and sends everything the job emits to the rule's log file: our
+logging, library logging and warnings, progress bars, output of C extensions and of child
+processes (file descriptors 1 and 2 are redirected, not only Python's streams; bergson
+also resets the root logger to stdout when imported). The terminal gets one line:
+`<rule> failed: <reason> (log: <path>)`; the full traceback is in the log. A WARNING that
+changes what the results mean (errors.warn_user) is a line there too,
+`<rule>: WARNING: <what> (log: <path>)`.
+
+Each output is written atomically by the steps themselves (io.py); a job that fails or is
+interrupted (Ctrl-C, SIGTERM, SIGHUP) after writing some of its outputs removes them, so
+it leaves none of them behind, not only no half-written one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from playpen_attribution.core.errors import WorkflowInputError
+
+log = logging.getLogger("playpen_attribution")
+
+
+def setup_logging(stream=None) -> None:
+    """Our records on `stream` (default stderr), in our format, whatever libraries do to
+    the root logger; library records propagate to the root as usual."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not logging.root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+@contextmanager
+def output_to_file(path) -> Iterator:
+    """Redirect file descriptors 1 and 2 to `path`; yield a stream to the original stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        terminal.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the message of a WorkflowInputError, else `Type: first line`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, WorkflowInputError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the job is so that its cleanup runs."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def remove_outputs(paths) -> None:
+    """Remove a job's outputs (files or directories) that exist."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+class _TerminalHandler(logging.Handler):
+    """Records logged with extra={"terminal": True}: one line each on the terminal."""
+
+    def __init__(self, stream, rule: str, log_file: str):
+        super().__init__(logging.WARNING)
+        self.stream, self.rule, self.log_file = stream, rule, log_file
+
+    def emit(self, record):
+        if getattr(record, "terminal", False):
+            message = record.getMessage().splitlines()[0]
+            self.stream.write(f"{self.rule}: WARNING: {message} (log: {self.log_file})\n")
+
+
+def peak_rss_gb() -> float:
+    """The job's peak resident memory so far, in GB (1e9 bytes): the kernel's ru_maxrss,
+    the figure `/usr/bin/time -v` reports, of this process or of its largest finished
+    child (Bergson may start workers)."""
+    import resource
+
+    peak_kb = max(
+        resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return peak_kb * 1024 / 1e9
+
+
+def run_step(rule: str, log_files, outputs, body) -> None:
+    """Run `body()` as the job of `rule`, its output in the rule's log (`log_files[0]`).
+
+    The script passes Snakemake's `rule`, `log` and `output` and a closure over the rest:
+    the package never receives the Snakemake object itself. `outputs` are removed if the
+    body fails or is interrupted."""
+    name = rule or "step"
+    log_file = log_files[0] if len(log_files) else None
+    if log_file is None:  # no log declared: run in the open
+        setup_logging()
+        body()
+        return
+    os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    with output_to_file(log_file) as terminal:
+        sys.stdout.reconfigure(line_buffering=True)  # the log follows the job as it runs
+        setup_logging(sys.stderr)
+        log.addHandler(_TerminalHandler(terminal, name, log_file))
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
+        if os.environ.get("SLURM_JOB_ID"):  # proof, in the log, of where the job ran
+            log.info("%s runs as SLURM job %s on %s", name, os.environ["SLURM_JOB_ID"], os.uname().nodename)
+        start = time.perf_counter()
+        try:
+            body()
+        except (Exception, KeyboardInterrupt) as exc:
+            if isinstance(exc, WorkflowInputError):
+                log.error("%s failed: %s", name, exc)
+            else:
+                log.error("%s failed:\n%s", name, traceback.format_exc())
+            remove_outputs(list(outputs))
+            terminal.write(f"{name} failed: {_reason(exc)} (log: {log_file})\n")
+            failed = True
+        else:
+            log.info(
+                "%s finished in %.1f s, peak RSS %.2f GB", name, time.perf_counter() - start, peak_rss_gb()
+            )
+            failed = False
+    if failed:
+        sys.exit(1)

