@@ -14,7 +14,9 @@ from playpen_attribution.checks.counterfactual import (
     removal_names,
 )
 from playpen_attribution.core.manifest import write_manifest
-from playpen_attribution.attribution.pipelines import PIPELINE_METHODS as BERGSON_PIPELINES
+from playpen_attribution.attribution.pipelines import (
+    PIPELINE_METHODS as BERGSON_PIPELINES,
+)
 from playpen_attribution.core.paths import (
     hub_id_problem,
     looks_like_local_path,
