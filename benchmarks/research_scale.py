@@ -347,6 +347,8 @@ def run_child(stage: str, work: Path, precision: str) -> None:
     """One stage in this (child) process; writes its figures and peaks to a json file."""
     import torch
 
+    from playpen_attribution.core.smk import peak_rss_bytes
+
     config = json.loads((work / "config.json").read_text())
     s = settings(config, precision)
     run = work / precision
@@ -358,11 +360,7 @@ def run_child(stage: str, work: Path, precision: str) -> None:
     start = time.perf_counter()
     result = STAGE_FUNCTIONS[stage](config, s, work, run, precision)
     result["stage_wall_s"] = round(time.perf_counter() - start, 3)
-    # ru_maxrss: kB on Linux; the child's own peak (Bergson runs in-process at 1 GPU)
-    peak_kb = max(
-        resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    result["peak_rss_bytes"] = peak_kb * 1024
+    result["peak_rss_bytes"] = peak_rss_bytes()  # as every job's log reports it
     result["rss_after_imports_bytes"] = rss_before_kb * 1024
     result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated() if cuda else None
     (run / f"{stage}.json").write_text(json.dumps(result, indent=2))

@@ -104,16 +104,21 @@ class _TerminalHandler(logging.Handler):
             self.stream.write(f"{self.rule}: WARNING: {message} (log: {self.log_file})\n")
 
 
-def peak_rss_gb() -> float:
-    """The job's peak resident memory so far, in GB (1e9 bytes): the kernel's ru_maxrss,
-    the figure `/usr/bin/time -v` reports, of this process or of its largest finished
-    child (Bergson may start workers)."""
+def peak_rss_bytes() -> int:
+    """The job's peak resident memory so far, in bytes: the kernel's ru_maxrss (kB on
+    Linux), the figure `/usr/bin/time -v` reports, of this process or of its largest
+    finished child (Bergson may start workers)."""
     import resource
 
     peak_kb = max(
         resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
-    return peak_kb * 1024 / 1e9
+    return peak_kb * 1024
+
+
+def peak_rss_gb() -> float:
+    """peak_rss_bytes() in GB (1e9 bytes)."""
+    return peak_rss_bytes() / 1e9
 
 
 def run_step(rule: str, log_files, outputs, body) -> None:
