@@ -21,6 +21,14 @@ from pathlib import Path
 from unittest import mock
 
 
+def configured_model_max_length(directory) -> int | None:
+    """The `model_max_length` that the tokenizer_config.json in `directory` sets, or None
+    where there is none (transformers then means "no limit")."""
+    config_path = Path(directory) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    return config.get("model_max_length")
+
+
 class ConfigOnlyTokenizer:
     """What Bergson reads of a tokenizer for pre-tokenized rows: `model_max_length`."""
 
@@ -28,10 +36,9 @@ class ConfigOnlyTokenizer:
         from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
         self.name_or_path = str(name_or_path)
-        config_path = Path(name_or_path) / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        limit = configured_model_max_length(name_or_path)
         # transformers: the config's value, else "no limit" (VERY_LARGE_INTEGER).
-        self.model_max_length = config.get("model_max_length", VERY_LARGE_INTEGER)
+        self.model_max_length = VERY_LARGE_INTEGER if limit is None else limit
 
     @classmethod
     def from_pretrained(cls, name_or_path, *args, **kwargs) -> ConfigOnlyTokenizer:

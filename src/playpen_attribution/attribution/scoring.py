@@ -147,13 +147,13 @@ def _check_model_limit(adapter_dir, settings: AttributionSettings) -> None:
     """Bergson refuses a token batch longer than the model's context; say so up front."""
     import json
 
+    from playpen_attribution.attribution.bergson_tokenizer import configured_model_max_length
+
     adapter_dir = Path(adapter_dir)
     config = json.loads((adapter_dir / "config.json").read_text())
     text_config = config.get("text_config") or {}
     limits = [config.get("max_position_embeddings"), text_config.get("max_position_embeddings")]
-    tokenizer_config = adapter_dir / "tokenizer_config.json"
-    if tokenizer_config.exists():
-        limits.append(json.loads(tokenizer_config.read_text()).get("model_max_length"))
+    limits.append(configured_model_max_length(adapter_dir))
     limits = [int(x) for x in limits if isinstance(x, (int, float)) and x > 0]
     if limits and settings.token_batch_size > min(limits):
         raise WorkflowInputError(
