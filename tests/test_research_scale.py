@@ -85,3 +85,12 @@ def test_memory_model_figures_sit_beside_the_bytes_bergson_wrote(tiny_result):
             for kind in ("gradients", "scores", "matrix"):
                 assert figures[f"{kind}_file_bytes"] > 0
                 assert figures[f"estimated_{kind}_file_bytes"] == figures[f"{kind}_file_bytes"], kind
+
+
+def test_the_tiny_model_is_the_tests_tiny_model(tiny_result, tiny_gemma_dir):
+    """--tiny restates conftest's tiny Gemma 3 (a benchmark does not import the tests):
+    the two shapes must not drift apart."""
+    config = json.loads((tiny_gemma_dir / "config.json").read_text())
+    shape = {key: value for key, value in tiny_result["model"].items() if key != "parameters"}
+    assert {"hidden_size", "num_hidden_layers", "vocab_size"} <= set(shape)
+    assert {key: config[key] for key in shape} == shape

@@ -23,6 +23,7 @@ from playpen_attribution.core.settings import (
     config_from_files,
     config_key,
     from_config,
+    from_params,
     has_default,
     schema_node,
 )
@@ -215,6 +216,25 @@ def test_from_config_takes_the_config_and_names_a_missing_key():
         from_config(PreconditionerSettings, SCHEMA_DEFAULTS)
     with pytest.raises(TypeError, match="no field"):
         from_config(LoraSettings, SCHEMA_DEFAULTS, rank=4)
+
+
+def test_from_params_fills_only_the_fields_a_rule_leaves_out():
+    section = {
+        k: v
+        for k, v in SCHEMA_DEFAULTS["attribution"].items()
+        if k in AttributionSettings.__dataclass_fields__
+    }
+    given = {"nproc_per_node": 1, "sparse_logits": True}
+    del section["unit_normalize"]
+    settings = from_params(AttributionSettings, section, absent={"unit_normalize"}, **given)
+    assert settings.unit_normalize is None and settings.projection_dim == section["projection_dim"]
+    # a value the params do hold wins over `absent`
+    kept = from_params(
+        AttributionSettings, section | {"unit_normalize": True}, absent={"unit_normalize"}, **given
+    )
+    assert kept.unit_normalize is True
+    with pytest.raises(TypeError, match=r"lack \['unit_normalize'\]"):
+        from_params(AttributionSettings, section, **given)
 
 
 def _leaves(config: dict, prefix="") -> dict[str, object]:

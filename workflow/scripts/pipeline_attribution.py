@@ -26,11 +26,13 @@ def main(snakemake):
 
     from playpen_attribution.attribution.pipelines import PipelineSettings, pipeline_scores
     from playpen_attribution.attribution.scoring import AttributionSettings
+    from playpen_attribution.core.settings import from_params
 
-    settings = AttributionSettings(
+    settings = from_params(
+        AttributionSettings,
+        snakemake.params.attribution,
         # the pipeline's projection_dim is its own (PipelineSettings); set from it there
-        projection_dim=None,
-        **snakemake.params.attribution,
+        absent={"projection_dim"},
         # a resource: it changes no score, so it is not a param that would rerun the job
         nproc_per_node=snakemake.resources.nproc_per_node,
         sparse_logits=snakemake.params.compute["sparse_logits"],

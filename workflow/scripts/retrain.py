@@ -5,9 +5,10 @@ from playpen_attribution.core.smk import run_step
 
 def main(snakemake):
     from playpen_attribution.checks.counterfactual import run_retrain
-    from playpen_attribution.sft.train import LoraSettings, TrainSettings
+    from playpen_attribution.sft.train import settings_from_params
 
     p = snakemake.params
+    lora, settings = settings_from_params(p)
     run_retrain(
         model_name_or_path=p.model["name_or_path"],
         revision=p.model.get("revision"),
@@ -15,10 +16,8 @@ def main(snakemake):
         train_tokens_dir=snakemake.input.train,
         val_tokens_dir=snakemake.input.val,
         removed_path=snakemake.input.removed,
-        lora=LoraSettings(**p.lora),
-        settings=TrainSettings(
-            **p.train, max_length=p.max_length, seed=p.seed, sparse_logits=p.compute["sparse_logits"]
-        ),
+        lora=lora,
+        settings=settings,
         loss_reduction=p.loss_reduction,
         adapter_out=snakemake.output.adapter,
         metrics_out=snakemake.output.metrics,

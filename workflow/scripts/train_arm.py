@@ -5,19 +5,18 @@ from playpen_attribution.core.smk import run_step
 
 def main(snakemake):
     from playpen_attribution.checks.selection import run_arm_training
-    from playpen_attribution.sft.train import LoraSettings, TrainSettings
+    from playpen_attribution.sft.train import settings_from_params
 
     p = snakemake.params
+    lora, settings = settings_from_params(p)
     run_arm_training(
         model_name_or_path=p.model["name_or_path"],
         revision=p.model.get("revision"),
         tokenizer_dir=snakemake.input.tokenizer,
         train_tokens_dir=snakemake.input.train,
         selected_path=snakemake.input.selected,
-        lora=LoraSettings(**p.lora),
-        settings=TrainSettings(
-            **p.train, max_length=p.max_length, seed=p.seed, sparse_logits=p.compute["sparse_logits"]
-        ),
+        lora=lora,
+        settings=settings,
         adapter_out=snakemake.output.adapter,
         metrics_out=snakemake.output.metrics,
         summary_out=snakemake.output.summary,

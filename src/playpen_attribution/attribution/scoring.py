@@ -92,18 +92,21 @@ def settings_from_params(
 ) -> tuple[AttributionSettings, PreconditionerSettings | None]:
     """A rule's params (`attribution`, `compute`, `preconditioner`) as settings.
     `nproc_per_node` is the job's resource: it changes no score, so it is no param."""
-    settings = AttributionSettings(
+    from playpen_attribution.core.settings import from_params
+
+    settings = from_params(
+        AttributionSettings,
+        params.attribution,
         # the Hessian fit's params leave out unit_normalize, which it does not depend on
-        **({"unit_normalize": None} | dict(params.attribution)),
+        absent={"unit_normalize"},
         nproc_per_node=nproc_per_node,
         sparse_logits=params.compute["sparse_logits"],
     )
-    preconditioner = params.preconditioner
-    if not preconditioner:
+    if not params.preconditioner:
         return settings, None
     # the Hessian fit's params leave out how it is inverted afterwards
-    return settings, PreconditionerSettings(
-        **({"inversion": None, "damping_factor": None} | dict(preconditioner))
+    return settings, from_params(
+        PreconditionerSettings, params.preconditioner, absent={"inversion", "damping_factor"}
     )
 
 

@@ -58,6 +58,18 @@ def from_config(cls, config: dict, **given):
     return cls(**values)
 
 
+def from_params(cls, section, absent=(), **given):
+    """An instance of settings dataclass `cls` from a rule's params section (its keys are
+    the field names), and `given` values. A rule's params hold only what its output
+    depends on: the fields in `absent`, which it leaves out, are None; any other field
+    missing is an error."""
+    values = {name: None for name in absent} | dict(section) | given
+    missing = {f.name for f in dataclasses.fields(cls)} - set(values)
+    if missing:
+        raise TypeError(f"{cls.__name__}: the rule's params lack {sorted(missing)}")
+    return cls(**values)
+
+
 @cache
 def _schema() -> dict:
     import yaml

@@ -52,6 +52,20 @@ class TrainSettings:
     sparse_logits: bool = field(metadata={"config": "compute.sparse_logits"})  # see sparse_logits.py
 
 
+def settings_from_params(params) -> tuple[LoraSettings, TrainSettings]:
+    """A training rule's params (`lora`, `train`, `max_length`, `seed`, `compute`) as
+    settings. train_lora, retrain and train_arm take the same ones, so that each retrain
+    trains as the attributed adapter did."""
+    lora = LoraSettings(**params.lora)
+    train = TrainSettings(
+        **params.train,
+        max_length=params.max_length,
+        seed=params.seed,
+        sparse_logits=params.compute["sparse_logits"],
+    )
+    return lora, train
+
+
 def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True):
     """TRL's SFTConfig with precision set explicitly: TRL's defaults assume a GPU."""
     import torch
