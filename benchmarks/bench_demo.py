@@ -78,7 +78,8 @@ def main():
         for _ in range(args.runs):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            walls.append(snakemake(*config, *targets, workdir=work, cores=args.cores)["wall_s"])
+            # --notemp keeps the temp() Bergson runs, whose timing.json is read below
+            walls.append(snakemake(*config, *targets, "--notemp", workdir=work, cores=args.cores)["wall_s"])
             jobs.append(job_figures(work))
             print(f"run {len(walls)}: {walls[-1]} s", flush=True)
         run_record.write_text(json.dumps({"runs_wall_s": walls, "jobs": jobs}))
@@ -97,7 +98,8 @@ def main():
     out = work / "results/demo" / TARGET
     sft = json.loads((out / "sft/summary.json").read_text())
     timing = {
-        name: json.loads((out / f"attribution/{name}/timing.json").read_text()) for name in ("query", "score")
+        name: json.loads((out / f"attribution/none/{name}/timing.json").read_text())
+        for name in ("query", "score")
     }
     load_s = model_load_seconds(out / "adapter")
     attribution_s = sum(t["execute_s"] for t in timing.values()) - 2 * load_s
