@@ -109,6 +109,21 @@ def test_scores_match_independent_autograd(tmp_path, adapter, gemma_tokenizer, u
     assert scores["row_id"].tolist() == [f"train-{i}" for i in range(8)]
 
 
+def test_the_token_batch_size_changes_scores_only_by_float_rounding(tmp_path, adapter, gemma_tokenizer):
+    """Rows are batched by `token_batch_size`; each row's gradient is its own, so a batch
+    of one row and a batch of several give the same scores up to fp32 rounding (the demo
+    halved its batch to hold its jobs within 3 GB, docs/benchmarks.md)."""
+    train_dir = _tokens(tmp_path, "train", GUESSER_ROWS[:5] + UNRELATED[:3], gemma_tokenizer)
+    val_dir = _tokens(tmp_path, "val", GUESSER_ROWS[5:], gemma_tokenizer)
+    longest = max(max(load_token_dataset(d)["n_tokens"]) for d in (train_dir, val_dir))
+    scores = {}
+    for size in (longest, 256):  # one row per batch; all rows of each split in one batch
+        settings = with_defaults(AttributionSettings, precision="fp32", token_batch_size=size)
+        scores[size] = _attribute(tmp_path / str(size), adapter, train_dir, val_dir, settings)["score"]
+    assert 2 * longest <= 256  # the second batches two rows or more
+    assert_close_up_to_fp32_rounding(scores[longest], scores[256])
+
+
 # --------------------------------------------------------------------------- K-FAC / EK-FAC
 # The preconditioned scores against an independent computation in float64, on dense
 # matrices: per LoRA layer (Bergson's unit: each lora_A and lora_B Linear), over the
