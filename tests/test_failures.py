@@ -123,6 +123,27 @@ def test_a_terminal_warning_is_one_line_on_the_terminal(tmp_path):
     assert "WARNING playpen_attribution.data.prepare: 3 rows are odd" in (tmp_path / "job.log").read_text()
 
 
+def test_a_process_that_goes_on_after_a_job_logs_as_before(tmp_path):
+    """CI on 2026-12-03: a test ran run_step in-process, and a later test's terminal
+    warning in the same worker hit the job's closed terminal stream (ValueError)."""
+    import logging
+
+    from playpen_attribution.core.errors import warn_user
+    from playpen_attribution.core.smk import log, run_step
+
+    handlers = list(log.handlers)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    run_step(
+        "step",
+        [str(tmp_path / "step.log")],
+        [],
+        lambda: warn_user(logging.getLogger("playpen_attribution.test"), "in the job"),
+    )
+    assert (tmp_path / "step.log").exists()
+    assert log.handlers == handlers and signal.getsignal(signal.SIGTERM) is sigterm
+    warn_user(log, "after the job")  # raised ValueError: I/O operation on closed file
+
+
 @pytest.mark.parametrize("signum", ["ctrl-c", signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_an_interrupted_job_leaves_none_of_its_outputs(tmp_path, signum):
     """Issue 21, finding 13: a Ctrl-C just after train.parquet was written left it without

@@ -163,6 +163,22 @@ def run_step(rule: str, log_files, outputs, body) -> None:
         body()
         return
     os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    # Put back what the job changes in the process, for a caller that goes on after it
+    # (a test, a notebook): the terminal stream closes when the job ends.
+    saved_handlers = list(log.handlers)
+    saved_signals = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        failed = _run_logged(name, log_file, outputs, body)
+    finally:
+        log.handlers[:] = saved_handlers
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+    if failed:
+        sys.exit(1)
+
+
+def _run_logged(name: str, log_file: str, outputs, body) -> bool:
+    """run_step's job with its output in `log_file`; returns whether the body failed."""
     with output_to_file(log_file) as terminal:
         sys.stdout.reconfigure(line_buffering=True)  # the log follows the job as it runs
         setup_logging(sys.stderr)
@@ -187,5 +203,4 @@ def run_step(rule: str, log_files, outputs, body) -> None:
                 "%s finished in %.1f s, peak RSS %.2f GB", name, time.perf_counter() - start, peak_rss_gb()
             )
             failed = False
-    if failed:
-        sys.exit(1)
+    return failed
