@@ -121,3 +121,11 @@ def test_the_shared_gguf_reader_reads_what_gguf_reads(tmp_path):
         assert contents(reader) == expected
         assert gguf.GGUFReader(path) is reader
     assert reads == {"parsed": 1, "read": 2}
+
+
+def test_numpy_stand_in_serves_its_replacements_even_falsy_ones_and_numpy_otherwise():
+    from playpen_attribution.sft.models import _NumpyWith
+
+    stand_in = _NumpyWith(copy=None, memmap=len)
+    assert stand_in.copy is None and stand_in.memmap is len
+    assert stand_in.float32 is np.float32

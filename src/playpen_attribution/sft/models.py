@@ -127,7 +127,9 @@ class _NumpyWith:
         self._numpy, self._replacements = numpy, replacements
 
     def __getattr__(self, name):
-        return self._replacements.get(name) or getattr(self._numpy, name)
+        if name in self._replacements:  # even a falsy stand-in replaces numpy's
+            return self._replacements[name]
+        return getattr(self._numpy, name)
 
 
 def _copy_unless_fresh(array, *args, **kwargs):
