@@ -137,7 +137,10 @@ def map_large_allocations(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     CPU tensors (activations, per-batch temporaries) are such blocks: in the demo's
     reduce_query the freed ones held 0.9 GB at its peak (4.0 GB with the default, 2.9 GB
     with this; docs/benchmarks.md). It changes where memory lives, not a value computed.
-    A no-op where the C library is not glibc (macOS, musl)."""
+    It costs time: every mapped block is fresh pages the kernel faults in and zeroes. The
+    demo's train_lora takes 111 s with it against 71 s without (2.92 against 3.25 GB;
+    docs/benchmarks.md, 2026-12-03 late). A no-op where the C library is not glibc
+    (macOS, musl)."""
     import ctypes
 
     try:
