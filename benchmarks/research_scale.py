@@ -203,20 +203,16 @@ def stage_sft(config, s, work: Path, run: Path, precision: str) -> dict:
     import torch
 
     from playpen_attribution.data.tokens import load_token_dataset
-    from playpen_attribution.sft.models import (
-        bootstrap_adapter,
-        load_base_model,
-        load_tokenizer,
-        training_dtype,
-    )
+    from playpen_attribution.sft.models import bootstrap_adapter, load_base_model, training_dtype
+    from playpen_attribution.sft.pretokenized import special_tokens_tokenizer
     from playpen_attribution.sft.train import save_adapter, train_lora, training_summary
 
-    tokenizer = load_tokenizer(str(work / "model"))
+    tokenizer = special_tokens_tokenizer(work / "model")  # as the workflow's training rules
     model = load_base_model(str(work / "model"), None, dtype=torch_dtype(precision))
     train_tokens = load_token_dataset(work / "tokens/train")
     with tempfile.TemporaryDirectory(dir=run) as tmp:
         trainer = train_lora(model, tokenizer, train_tokens, None, s["lora"], s["train"], tmp)
-    save_adapter(trainer, tokenizer, run / "sft/adapter")
+    save_adapter(trainer, work / "model", run / "sft/adapter")
     bootstrap_adapter(run / "sft/adapter", run / "adapter", str(work / "model"))
     summary = training_summary(trainer, s["train"], len(train_tokens))
     return {

@@ -147,3 +147,35 @@ def test_training_leaves_the_token_rows_untouched(trained, guesser_tokens):
     """TRL maps over the token rows; nothing may be written into the tokenize rule's output."""
     for directory in guesser_tokens:
         assert not list(directory.glob("cache-*")), list(directory.iterdir())
+
+
+def test_training_on_the_special_tokens_tokenizer_equals_the_whole_tokenizer(
+    trained, tiny_gemma_dir, guesser_tokens, tmp_path
+):
+    """The training rules hand TRL only the special tokens (pretokenized.py): the adapter
+    must be the one the whole tokenizer gives, bit for bit, with the same pad id in the
+    model's config."""
+    from transformers import AutoModelForCausalLM
+
+    from playpen_attribution.sft.pretokenized import special_tokens_tokenizer
+
+    train_dir, val_dir = guesser_tokens
+    stand_in = special_tokens_tokenizer(tiny_gemma_dir)
+    assert len(stand_in.get_vocab()) < 10  # the stand-in, not the whole tokenizer
+    again = train_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir),
+        stand_in,
+        load_token_dataset(train_dir),
+        load_token_dataset(val_dir),
+        LORA,
+        SETTINGS,
+        tmp_path / "run",
+    )
+    first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
+    second = {n: p for n, p in again.model.named_parameters() if "lora_" in n}
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        assert getattr(again.model.config, key) == getattr(trained["trainer"].model.config, key), key
+    assert again.data_collator.pad_token_id == trained["trainer"].data_collator.pad_token_id

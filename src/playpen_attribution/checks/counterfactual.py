@@ -230,13 +230,13 @@ def run_retrain(
     log.info("%s: %d of %d training rows kept", removal["removal"], len(kept), len(train_tokens))
     # No evaluation during training: the validation loss is computed once, at the end,
     # the way the attribution's query defines it.
-    trainer, tokenizer = load_and_train(
+    trainer = load_and_train(
         model_name_or_path, revision, tokenizer_dir, kept, None, lora, settings, Path(summary_out).parent
     )
     losses = per_row_losses(trainer.model, val_tokens, loss_reduction)
     val_loss = float(losses.mean())
     log.info("%s: validation loss %.5f", removal["removal"], val_loss)
-    save_adapter(trainer, tokenizer, adapter_out)
+    save_adapter(trainer, tokenizer_dir, adapter_out)
     write_parquet(metrics_frame(trainer.state.log_history), metrics_out)
     write_parquet(pd.DataFrame({"row_id": list(val_tokens["row_id"]), "loss": losses}), val_losses_out)
     summary = training_summary(trainer, settings, len(kept)) | budget(settings)

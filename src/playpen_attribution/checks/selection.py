@@ -208,10 +208,10 @@ def run_arm_training(
         budget,
         settings.max_steps,
     )
-    trainer, tokenizer = load_and_train(
+    trainer = load_and_train(
         model_name_or_path, revision, tokenizer_dir, tokens, None, lora, settings, Path(summary_out).parent
     )
-    save_adapter(trainer, tokenizer, adapter_out)
+    save_adapter(trainer, tokenizer_dir, adapter_out)
     write_parquet(metrics_frame(trainer.state.log_history), metrics_out)
     summary = training_summary(trainer, settings, len(tokens))
     summary |= {key: arm[key] for key in ("arm", "kind", "size", "seed", "method", "aggregation", "n_rows")}

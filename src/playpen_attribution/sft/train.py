@@ -271,13 +271,15 @@ def load_and_train(
     settings: TrainSettings,
     work_parent,
 ):
-    """Load the base model and tokenizer, train on the token rows given (`val_tokens`
-    None: no evaluation during training); return (trainer, tokenizer)."""
+    """Load the base model, train on the token rows given (`val_tokens` None: no
+    evaluation during training); return the trainer. The rows are tokenized: TRL gets the
+    tokenizer's special tokens only (pretokenized.py)."""
     import tempfile
 
-    from playpen_attribution.sft.models import load_base_model, load_tokenizer, training_dtype
+    from playpen_attribution.sft.models import load_base_model, training_dtype
+    from playpen_attribution.sft.pretokenized import special_tokens_tokenizer
 
-    tokenizer = load_tokenizer(str(tokenizer_dir))
+    tokenizer = special_tokens_tokenizer(tokenizer_dir)
     model = load_base_model(model_name_or_path, revision, dtype=training_dtype())
     log.info(
         "training on %d rows, evaluating on %s",
@@ -287,15 +289,17 @@ def load_and_train(
     Path(work_parent).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sft-", dir=work_parent) as work:
         trainer = train_lora(model, tokenizer, train_tokens, val_tokens, lora, settings, work)
-    return trainer, tokenizer
+    return trainer
 
 
-def save_adapter(trainer, tokenizer, adapter_out) -> None:
+def save_adapter(trainer, tokenizer_dir, adapter_out) -> None:
+    """The trained adapter, with the tokenizer the rows were tokenized with beside it."""
     from playpen_attribution.core.io import atomic_path
+    from playpen_attribution.sft.pretokenized import copy_tokenizer_files
 
     with atomic_path(adapter_out, is_dir=True) as tmp:
         trainer.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        copy_tokenizer_files(tokenizer_dir, tmp)
 
 
 def run_training(
@@ -318,7 +322,7 @@ def run_training(
 
     train_tokens = load_token_dataset(train_tokens_dir)
     val_tokens = load_token_dataset(val_tokens_dir)
-    trainer, tokenizer = load_and_train(
+    trainer = load_and_train(
         model_name_or_path,
         revision,
         tokenizer_dir,
@@ -329,7 +333,7 @@ def run_training(
         Path(adapter_out).parent,
     )
     metrics = metrics_frame(trainer.state.log_history)
-    save_adapter(trainer, tokenizer, adapter_out)
+    save_adapter(trainer, tokenizer_dir, adapter_out)
     write_parquet(metrics, metrics_out)
     write_json(training_summary(trainer, settings, len(train_tokens)), summary_out)
     plot_loss(metrics, plot_out, title)
