@@ -52,6 +52,9 @@ def test_run_step_sets_the_threshold_before_the_body(monkeypatch, tmp_path):
     monkeypatch.setattr(smk, "map_large_allocations", lambda: calls.append("mapped"))
     smk.run_step("step", [str(tmp_path / "step.log")], [], lambda: calls.append("body"))
     assert calls == ["mapped", "body"]
+    calls.clear()
+    smk.run_step("sft", [str(tmp_path / "sft.log")], [], lambda: calls.append("body"), map_allocations=False)
+    assert calls == ["body"]
 
 
 @pytest.mark.parametrize("quant", ["Q4_K", "Q6_K", "Q8_0", "Q5_0"])

@@ -179,3 +179,31 @@ def test_training_on_the_special_tokens_tokenizer_equals_the_whole_tokenizer(
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         assert getattr(again.model.config, key) == getattr(trained["trainer"].model.config, key), key
     assert again.data_collator.pad_token_id == trained["trainer"].data_collator.pad_token_id
+
+
+def test_activation_checkpointing_gives_the_same_adapter(trained, tiny_gemma_dir, guesser_tokens, tmp_path):
+    """train.activation_checkpointing (on in the demo) recomputes activations: the same
+    LoRA weights to float rounding, and TRL really turned it on."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    train_dir, val_dir = guesser_tokens
+    checkpointed = train_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir),
+        trained["trainer"].processing_class,
+        load_token_dataset(train_dir),
+        load_token_dataset(val_dir),
+        LORA,
+        dataclasses.replace(SETTINGS, activation_checkpointing=True),
+        tmp_path / "run",
+    )
+    assert (
+        checkpointed.model.is_activation_checkpointing
+        and not trained["trainer"].model.is_activation_checkpointing
+    )
+    first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
+    second = {n: p for n, p in checkpointed.model.named_parameters() if "lora_" in n}
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(second[name], first[name], rtol=1e-5, atol=1e-7)

@@ -152,14 +152,17 @@ def map_large_allocations(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)))
 
 
-def run_step(rule: str, log_files, outputs, body) -> None:
+def run_step(rule: str, log_files, outputs, body, map_allocations: bool = True) -> None:
     """Run `body()` as the job of `rule`, its output in the rule's log (`log_files[0]`).
 
     The script passes Snakemake's `rule`, `log` and `output` and a closure over the rest:
     the package never receives the Snakemake object itself. `outputs` are removed if the
-    body fails or is interrupted."""
+    body fails or is interrupted. `map_allocations`: map_large_allocations() first; the
+    training scripts turn it off, where it costs most (train_lora 84-95 s against 50-56 s)
+    and activation checkpointing holds the memory instead (docs/benchmarks.md)."""
     name = rule or "step"
-    map_large_allocations()  # before the job allocates anything large
+    if map_allocations:
+        map_large_allocations()  # before the job allocates anything large
     log_file = log_files[0] if len(log_files) else None
     if log_file is None:  # no log declared: run in the open
         setup_logging()

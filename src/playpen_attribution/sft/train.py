@@ -47,6 +47,7 @@ class TrainSettings:
     warmup_ratio: float
     weight_decay: float
     max_steps: int
+    activation_checkpointing: bool
     max_length: int = field(metadata={"config": "tokenize.max_length"})
     seed: int = field(metadata={"config": "seed"})
     sparse_logits: bool = field(metadata={"config": "compute.sparse_logits"})  # see sparse_logits.py
@@ -102,8 +103,8 @@ def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True
         data_seed=settings.seed,
         full_determinism=False,
         dataloader_num_workers=0,
-        # TRL turns checkpointing on by default; it costs ~20% time and these models fit.
-        activation_checkpointing=False,
+        # TRL turns it on by default; the config decides (off but in the demo: ~20% time).
+        activation_checkpointing=settings.activation_checkpointing,
         disable_tqdm=False,
     )
 
