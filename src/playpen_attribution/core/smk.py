@@ -138,8 +138,8 @@ def map_large_allocations(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     reduce_query the freed ones held 0.9 GB at its peak (4.0 GB with the default, 2.9 GB
     with this; docs/benchmarks.md). It changes where memory lives, not a value computed.
     It costs time: every mapped block is fresh pages the kernel faults in and zeroes. The
-    demo's train_lora takes 111 s with it against 71 s without (2.92 against 3.25 GB;
-    docs/benchmarks.md, 2026-12-03 late). A no-op where the C library is not glibc
+    demo's train_lora took 111 s with it against 71 s without (2.92 against 3.25 GB;
+    docs/benchmarks.md, 2026-12-03 late), so the training jobs go without it (run_step). A no-op where the C library is not glibc
     (macOS, musl)."""
     import ctypes
 
