@@ -32,6 +32,16 @@ def masked_loss(model, tokens):
     return total / count
 
 
+def assert_same_lora_weights(actual, expected, rtol=0.0, atol=0.0) -> None:
+    """The two models' LoRA weights: the same names, equal within the tolerance (bit for
+    bit by default)."""
+    got = {n: p for n, p in actual.named_parameters() if "lora_" in n}
+    want = {n: p for n, p in expected.named_parameters() if "lora_" in n}
+    assert got and got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=name)
+
+
 SETTINGS = with_defaults(
     TrainSettings, learning_rate=3e-3, epochs=4, batch_size=4, warmup_ratio=0.0, max_length=256, seed=7
 )
@@ -106,11 +116,7 @@ def test_training_is_deterministic_for_a_seed(
         SETTINGS,
         tmp_path / "run",
     )
-    first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
-    second = {n: p for n, p in again.model.named_parameters() if "lora_" in n}
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
+    assert_same_lora_weights(again.model, trained["trainer"].model)
 
 
 def test_bootstrap_output_loads_offline(trained, tiny_gemma_dir, tmp_path):
@@ -171,11 +177,7 @@ def test_training_on_the_special_tokens_tokenizer_equals_the_whole_tokenizer(
         SETTINGS,
         tmp_path / "run",
     )
-    first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
-    second = {n: p for n, p in again.model.named_parameters() if "lora_" in n}
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
+    assert_same_lora_weights(again.model, trained["trainer"].model)
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         assert getattr(again.model.config, key) == getattr(trained["trainer"].model.config, key), key
     assert again.data_collator.pad_token_id == trained["trainer"].data_collator.pad_token_id
@@ -202,8 +204,4 @@ def test_activation_checkpointing_gives_the_same_adapter(trained, tiny_gemma_dir
         checkpointed.model.is_activation_checkpointing
         and not trained["trainer"].model.is_activation_checkpointing
     )
-    first = {n: p for n, p in trained["trainer"].model.named_parameters() if "lora_" in n}
-    second = {n: p for n, p in checkpointed.model.named_parameters() if "lora_" in n}
-    assert first.keys() == second.keys()
-    for name in first:
-        torch.testing.assert_close(second[name], first[name], rtol=1e-5, atol=1e-7)
+    assert_same_lora_weights(checkpointed.model, trained["trainer"].model, rtol=1e-5, atol=1e-7)
