@@ -103,7 +103,8 @@ def sft_config(settings: TrainSettings, output_dir, eval_each_epoch: bool = True
         data_seed=settings.seed,
         full_determinism=False,
         dataloader_num_workers=0,
-        # TRL turns it on by default; the config decides (off but in the demo: ~20% time).
+        # TRL turns it on by default; the config decides: it recomputes the forward pass
+        # (the demo train_lora: 77 s against 53 s, docs/benchmarks.md).
         activation_checkpointing=settings.activation_checkpointing,
         disable_tqdm=False,
     )
