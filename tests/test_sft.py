@@ -42,6 +42,16 @@ def assert_same_lora_weights(actual, expected, rtol=0.0, atol=0.0) -> None:
         torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=name)
 
 
+def train_again(tiny_gemma_dir, guesser_tokens, tokenizer, settings, work):
+    """train_lora on a fresh tiny model and the guesser rows, as `trained` was trained."""
+    from transformers import AutoModelForCausalLM
+
+    train_dir, val_dir = guesser_tokens
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
+    tokens = load_token_dataset(train_dir), load_token_dataset(val_dir)
+    return train_lora(model, tokenizer, *tokens, LORA, settings, work)
+
+
 SETTINGS = with_defaults(
     TrainSettings, learning_rate=3e-3, epochs=4, batch_size=4, warmup_ratio=0.0, max_length=256, seed=7
 )
@@ -103,19 +113,7 @@ def test_only_lora_weights_change(trained, tiny_gemma_dir):
 def test_training_is_deterministic_for_a_seed(
     trained, tiny_gemma_dir, gemma_tokenizer, guesser_tokens, tmp_path
 ):
-    from transformers import AutoModelForCausalLM
-
-    train_dir, val_dir = guesser_tokens
-    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
-    again = train_lora(
-        model,
-        gemma_tokenizer,
-        load_token_dataset(train_dir),
-        load_token_dataset(val_dir),
-        LORA,
-        SETTINGS,
-        tmp_path / "run",
-    )
+    again = train_again(tiny_gemma_dir, guesser_tokens, gemma_tokenizer, SETTINGS, tmp_path / "run")
     assert_same_lora_weights(again.model, trained["trainer"].model)
 
 
@@ -161,22 +159,11 @@ def test_training_on_the_special_tokens_tokenizer_equals_the_whole_tokenizer(
     """The training rules hand TRL only the special tokens (pretokenized.py): the adapter
     must be the one the whole tokenizer gives, bit for bit, with the same pad id in the
     model's config."""
-    from transformers import AutoModelForCausalLM
-
     from playpen_attribution.sft.pretokenized import special_tokens_tokenizer
 
-    train_dir, val_dir = guesser_tokens
     stand_in = special_tokens_tokenizer(tiny_gemma_dir)
     assert len(stand_in.get_vocab()) < 10  # the stand-in, not the whole tokenizer
-    again = train_lora(
-        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir),
-        stand_in,
-        load_token_dataset(train_dir),
-        load_token_dataset(val_dir),
-        LORA,
-        SETTINGS,
-        tmp_path / "run",
-    )
+    again = train_again(tiny_gemma_dir, guesser_tokens, stand_in, SETTINGS, tmp_path / "run")
     assert_same_lora_weights(again.model, trained["trainer"].model)
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         assert getattr(again.model.config, key) == getattr(trained["trainer"].model.config, key), key
@@ -188,15 +175,10 @@ def test_activation_checkpointing_gives_the_same_adapter(trained, tiny_gemma_dir
     LoRA weights to float rounding, and TRL really turned it on."""
     import dataclasses
 
-    from transformers import AutoModelForCausalLM
-
-    train_dir, val_dir = guesser_tokens
-    checkpointed = train_lora(
-        AutoModelForCausalLM.from_pretrained(tiny_gemma_dir),
+    checkpointed = train_again(
+        tiny_gemma_dir,
+        guesser_tokens,
         trained["trainer"].processing_class,
-        load_token_dataset(train_dir),
-        load_token_dataset(val_dir),
-        LORA,
         dataclasses.replace(SETTINGS, activation_checkpointing=True),
         tmp_path / "run",
     )
